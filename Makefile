@@ -1,0 +1,58 @@
+# zh-workbench. Two commands on a fresh machine: `make demo` and `make test`.
+# Each stage target is that stage's manifest file, so make knows what is stale; each
+# recipe is one line calling the CLI. Override on the command line:
+#   make prepare CONFIG=configs/my_corpus.yaml ARGS="clean.pii.enabled=true"
+#   make setup TORCH="torch==2.13.0 --index-url <your CUDA wheel index>"   (GPU machines)
+# After editing corpus files (make cannot see them) force a stage with `make -B prepare`.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+CONFIG ?= configs/demo.yaml
+RUN ?= runs/$(basename $(notdir $(CONFIG)))
+ARGS ?=
+PYTEST_ARGS ?=
+# Extra prerequisites of the prepare target (the demo adds its generated corpus).
+PREPARE_DEPS ?=
+
+WB := $(VENV)/bin/workbench
+STAMP := $(VENV)/.installed
+DEMO_DATA := corpora/demo/README.md
+
+.PHONY: setup demo demo-data prepare report test docs clean-demo
+
+setup: $(STAMP)
+$(STAMP): pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q "$(TORCH)"
+	$(VENV)/bin/python -m pip install -q -e ".[dev]"
+	@touch $@
+
+demo-data: $(DEMO_DATA)
+$(DEMO_DATA): | $(STAMP)
+	$(WB) demo-data output=corpora/demo
+
+prepare: $(RUN)/prepared/manifest.json
+$(RUN)/prepared/manifest.json: $(CONFIG) $(PREPARE_DEPS) | $(STAMP)
+	$(WB) prepare --config $(CONFIG) run=$(RUN) $(ARGS)
+
+report: | $(STAMP)
+	$(WB) report run=$(RUN)
+
+# The whole pipeline on the offline demo data (People's Daily 1998 + product reviews).
+demo: $(STAMP)
+	$(MAKE) --no-print-directory demo-data
+	$(MAKE) --no-print-directory prepare CONFIG=configs/demo.yaml PREPARE_DEPS=$(DEMO_DATA)
+	$(MAKE) --no-print-directory report CONFIG=configs/demo.yaml
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# Regenerate the config reference in README.md from the config models.
+docs: | $(STAMP)
+	$(VENV)/bin/python -m workbench.config README.md
+
+clean-demo:
+	rm -rf runs/demo corpora/demo

@@ -1,0 +1,70 @@
+"""One entry point: ``workbench <command> [--config FILE.yaml] [key=value ...]``.
+
+Overrides are dotted keys relative to the command's config section
+(``clean.urls=false``); ``run=`` and ``seed=`` set the shared keys. Values are parsed as
+YAML, so ``input=[a.txt,b.txt]`` is a list and ``max_chars=null`` is None.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import yaml
+
+from workbench import __version__
+from workbench.config import COMMANDS, fields_help, load_stage_config
+from workbench.errors import WorkbenchError
+
+
+def _first_line(doc: str | None) -> str:
+    return (doc or "").strip().splitlines()[0] if doc else ""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    commands = "\n".join(f"  {name:<10} {_first_line(model.__doc__)}" for name, model in COMMANDS.items())
+    parser = argparse.ArgumentParser(
+        prog="workbench",
+        description="zh-workbench: Chinese domain-adaptation and desensitised-data pretraining workbench.",
+        epilog=f"commands:\n{commands}\n\n`workbench <command> --help` lists every config key with its default.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"zh-workbench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    for name, model in COMMANDS.items():
+        p = sub.add_parser(
+            name,
+            help=_first_line(model.__doc__),
+            description=_first_line(model.__doc__),
+            epilog=f"config keys (set in the YAML section `{name}:` or as key=value):\n{fields_help(name)}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument("--config", "-c", metavar="FILE.yaml", help="YAML config file (see configs/)")
+        p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. clean.urls=false")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        cfg = load_stage_config(args.command, args.config, args.overrides)
+        if args.print_config:
+            print(yaml.safe_dump({args.command: cfg.model_dump(mode="json")}, allow_unicode=True, sort_keys=False), end="")
+            return 0
+        from workbench.stages import get_runner
+
+        get_runner(args.command)(cfg)
+    except WorkbenchError as e:
+        print(f"workbench {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"workbench {args.command}: interrupted; the output directory was left untouched", file=sys.stderr)
+        return 130
+    return 0

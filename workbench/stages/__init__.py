@@ -1,0 +1,19 @@
+"""Stage runners, one module per stage, imported only when that stage runs
+(`workbench --help` stays fast and does not import torch or datasets)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+# command → "module:function"; the function takes the validated config.
+RUNNERS = {
+    "prepare": "workbench.stages.prepare:run",
+    "demo-data": "workbench.stages.demo_data:run",
+    "report": "workbench.report.run_report:run",
+}
+
+
+def get_runner(command: str) -> Callable[[Any], Any]:
+    module, func = RUNNERS[command].split(":")
+    return getattr(importlib.import_module(module), func)
