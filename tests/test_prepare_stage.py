@@ -1,0 +1,154 @@
+"""The prepare stage end to end on real text: formats, accounting, reproducibility, atomicity."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import datasets
+import pandas as pd
+import pytest
+
+from workbench.config import load_stage_config
+from workbench.errors import InputError, StageInputError
+from workbench.manifest import require_stage_output
+from workbench.stages.prepare import run as prepare
+
+WEIBO = [
+    "回复@小王:这家店真的不错，下次还来！//@小李:同意，环境很好[哈哈]",
+    "#周末去哪儿# 推荐大家去西湖走走 https://t.cn/A6abcd 风景很美",
+    "@张三 @李四 明天下午三点开会，别迟到了哦😂",
+]
+
+
+def _run(tmp_path: Path, name: str, *overrides: str) -> dict:
+    cfg = load_stage_config("prepare", None, [f"output={tmp_path / name}", *overrides])
+    return prepare(cfg)
+
+
+def _texts(out: Path) -> list[str]:
+    dd = datasets.load_from_disk(str(out / "dataset"))
+    return sorted(t for split in dd.values() for t in split["text"])
+
+
+def test_real_reviews_accounting_and_reproducibility(tmp_path, review_lines):
+    lines = review_lines + WEIBO + review_lines[:20]  # 20 exact repeats of real reviews
+    corpus = tmp_path / "reviews.txt"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    m1 = _run(tmp_path, "a", f"input={corpus}", "split.valid_fraction=0.1")
+    m2 = _run(tmp_path, "b", f"input={corpus}", "split.valid_fraction=0.1")
+
+    c = m1["counts"]
+    assert c["in"] == len(lines) == m1["inputs"][0]["rows"]
+    assert c["in"] == c["kept"] + c["rejected"] + c["duplicates"]
+    assert c["duplicates_exact"] >= 20
+    assert sum(c["splits"].values()) == c["kept"] and c["splits"]["valid"] > 0
+    assert c["cleaning_edits"]["mentions"] >= 3 and c["cleaning_edits"]["urls"] >= 1
+
+    # Reproducible: same output hashes; the manifest records the input hash.
+    assert m1["outputs"] == m2["outputs"] and "dataset/train/data-00000-of-00001.arrow" in m1["outputs"]
+    assert m1["inputs"][0]["sha256"] and m1["stage"] == "prepare" and m1["config"]["seed"] == 0
+
+    # Every row is accounted for exactly once, by (file, row).
+    out = tmp_path / "a"
+    rejects = [json.loads(x) for x in (out / "rejects.jsonl").open(encoding="utf-8")]
+    dups = [json.loads(x) for x in (out / "duplicates.jsonl").open(encoding="utf-8")]
+    dd = datasets.load_from_disk(str(out / "dataset"))
+    kept_rows = [r for split in dd.values() for r in split["row"]]
+    seen = sorted(kept_rows + [r["row"] for r in rejects] + [d["row"] for d in dups])
+    assert seen == list(range(1, c["in"] + 1))
+    assert all(r["reason"] and r["detail"] for r in rejects)
+    assert all(d["duplicate_of"]["row"] < d["row"] for d in dups)
+
+    # Kept text is the cleaned input line it claims to come from.
+    row = dd["train"][0]
+    assert row["source"] == str(corpus)
+    source_line = lines[row["row"] - 1]
+    assert row["text"].replace(" ", "")[:10] in source_line.replace(" ", "")
+
+    kept = set(_texts(out))
+    assert {"这家店真的不错，下次还来！ 同意，环境很好", "周末去哪儿 推荐大家去西湖走走 风景很美",
+            "明天下午三点开会，别迟到了哦😂"} <= kept
+
+
+def test_every_format_gives_the_same_documents(tmp_path, review_lines):
+    docs = list(dict.fromkeys(t for t in review_lines if len(t) > 20))[:60]
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.txt").write_text("\n".join(docs), encoding="utf-8")
+    (d / "b.txt").write_text("\n\n".join(docs) + "\n", encoding="utf-8")  # paragraph mode
+    (d / "c.jsonl").write_text("\n".join(json.dumps({"content": t, "y": i}, ensure_ascii=False)
+                                         for i, t in enumerate(docs)), encoding="utf-8")
+    pd.DataFrame({"y": range(len(docs)), "content": docs}).to_csv(d / "d.csv", index=False)
+    pd.DataFrame({"content": docs}).to_parquet(d / "e.parquet")
+    with gzip.open(d / "f.tsv.gz", "wt", encoding="utf-8") as f:
+        f.write("\n".join(f"{i}\t{t}" for i, t in enumerate(docs)))
+
+    expected = None
+    for name, overrides in {
+        "a.txt": [], "b.txt": ["read.txt_documents=paragraph"], "c.jsonl": ["read.keep_fields=[y]"],
+        "d.csv": ["read.keep_fields=[y]"], "e.parquet": [], "f.tsv.gz": ["read.header=false", "read.text_field=1"],
+    }.items():
+        text_field = [] if name.endswith(".txt") or "read.text_field=1" in overrides else ["read.text_field=content"]
+        m = _run(tmp_path, f"out-{name}", f"input={d / name}", "dedup.near=false", *text_field, *overrides)
+        assert m["counts"]["in"] == len(docs), name
+        texts = _texts(tmp_path / f"out-{name}")
+        expected = expected or texts
+        assert texts == expected, name
+    jsonl = datasets.load_from_disk(str(tmp_path / "out-c.jsonl" / "dataset"))["train"]
+    assert set(jsonl.column_names) == {"text", "source", "row", "y"} and isinstance(jsonl[0]["y"], str)
+
+
+def test_folders_and_globs(tmp_path, review_lines):
+    (tmp_path / "c" / "sub").mkdir(parents=True)
+    (tmp_path / "c" / "1.txt").write_text(review_lines[0], encoding="utf-8")
+    (tmp_path / "c" / "sub" / "2.txt").write_text(review_lines[5], encoding="utf-8")
+    (tmp_path / "c" / ".hidden.txt").write_text("ignored", encoding="utf-8")
+    assert _run(tmp_path, "o1", f"input={tmp_path / 'c'}")["counts"]["in"] == 2
+    assert _run(tmp_path, "o2", f"input={tmp_path / 'c' / '**' / '*.txt'}")["counts"]["in"] == 2
+    with pytest.raises(InputError, match="the glob matches no file"):
+        _run(tmp_path, "o3", f"input={tmp_path / 'c' / '*.jsonl'}")
+
+
+def test_failed_rerun_keeps_previous_output(tmp_path, review_lines):
+    good = tmp_path / "good.txt"
+    good.write_text("\n".join(review_lines[:50]), encoding="utf-8")
+    first = _run(tmp_path, "out", f"input={good}")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n", encoding="utf-8")
+    with pytest.raises(InputError):
+        _run(tmp_path, "out", f"input=[{good},{bad}]")
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["outputs"] == first["outputs"]
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")]
+    assert leftovers == [], "temp directories must be cleaned up"
+
+
+def test_next_stage_refuses_wrong_inputs(tmp_path, review_lines):
+    with pytest.raises(StageInputError, match="does not exist"):
+        require_stage_output(tmp_path / "nope", "prepare", needed_by="segment")
+    (tmp_path / "half").mkdir()
+    with pytest.raises(StageInputError, match="has no manifest.json.*interrupted run"):
+        require_stage_output(tmp_path / "half", "prepare", needed_by="segment")
+    good = tmp_path / "good.txt"
+    good.write_text("\n".join(review_lines[:20]), encoding="utf-8")
+    _run(tmp_path, "prepared", f"input={good}")
+    assert require_stage_output(tmp_path / "prepared", "prepare", needed_by="segment")["stage"] == "prepare"
+    with pytest.raises(StageInputError, match="is a `prepare` output but `pretrain` reads `segment` output"):
+        require_stage_output(tmp_path / "prepared", "segment", needed_by="pretrain")
+    m = json.loads((tmp_path / "prepared" / "manifest.json").read_text())
+    m["manifest_version"] = 99
+    (tmp_path / "prepared" / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(StageInputError, match="newer zh-workbench"):
+        require_stage_output(tmp_path / "prepared", "prepare", needed_by="segment")
+
+
+def test_report_summarises_a_run(tmp_path, review_lines, cli):
+    good = tmp_path / "good.txt"
+    good.write_text("\n".join(review_lines[:30]), encoding="utf-8")
+    _run(tmp_path, "run/prepared", f"input={good}")
+    code, out, _ = cli("report", f"run={tmp_path / 'run'}")
+    assert code == 0 and "| prepare |" in out and "rejects.jsonl" in out
+    assert (tmp_path / "run" / "report.md").exists()
+    code, _, err = cli("report", f"run={tmp_path / 'empty'}")
+    assert code == 2 and "no stage output" in err

@@ -1,0 +1,152 @@
+"""Weibo-aware text cleaning, PII scrubbing and length filters.
+
+``Cleaner(cfg).clean(text)`` returns the cleaned text and a reason code when the
+document must be rejected (``empty``, ``too_short``, ``too_long``, ``low_cjk_ratio``).
+Every step is switchable in ``CleanConfig``; ``Cleaner.counts`` tallies how often each
+step changed something, for the manifest.
+
+Order matters and is fixed: invisible characters and full-width forms are normalised
+first (so ＠ and ＃ match the Weibo patterns), PII next (an e-mail contains an @ that
+the mention rule would otherwise eat), then URLs (they may contain @ and #), then the
+Weibo markup, then whitespace, then the length checks on what is left.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+
+from workbench.config import CleanConfig
+
+# Characters allowed in URLs (RFC 3986); stops at the first CJK character so
+# "https://t.cn/abc看看" keeps 看看.
+URL_RE = re.compile(r"(?:https?://|www\.)[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+", re.IGNORECASE)
+# Weibo user names: 1-30 letters, digits, CJK, '-' or '_'.
+_USER = r"[\w\-]{1,30}"
+REPLY_RE = re.compile(rf"回复\s*[@＠]{_USER}\s*[:：]\s*")
+REPOST_MARK_RE = re.compile(rf"//\s*[@＠]{_USER}\s*[:：]?")
+MENTION_RE = re.compile(rf"[@＠]{_USER}")
+HASHTAG_RE = re.compile(r"[#＃]([^#＃\n]{1,60})[#＃]")
+# [哈哈] [doge] [二哈]: short bracketed CJK/latin words; digits excluded so "[1]" survives.
+EMOJI_CODE_RE = re.compile(r"\[[\u4e00-\u9fffA-Za-z]{1,8}\]")
+EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
+PHONE_RE = re.compile(r"(?<![\dA-Za-z])(?:\+?86[\- ]?)?1[3-9]\d(?:[\- ]?\d{4}){2}(?![\dA-Za-z])")
+ID_CARD_RE = re.compile(r"(?<![\dA-Za-z])[1-9]\d{5}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[\dXx](?![\dA-Za-z])")
+_SPACES_RE = re.compile(r"[^\S\n]+")
+_NEWLINES_RE = re.compile(r"\s*\n\s*")
+_CJK_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+
+
+def _fullwidth_table(mode: str) -> dict[int, int]:
+    table = {0x3000: 0x20}  # ideographic space
+    if mode == "all":
+        table.update({cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)})
+    elif mode == "alnum":
+        for lo, hi in ((0xFF10, 0xFF19), (0xFF21, 0xFF3A), (0xFF41, 0xFF5A)):
+            table.update({cp: cp - 0xFEE0 for cp in range(lo, hi + 1)})
+    return table
+
+
+def _invisible_table() -> dict[int, None]:
+    """Control (Cc) and format (Cf) characters except tab/newline: zero-width spaces and
+    joiners, BOM, bidi marks, soft hyphen... Built once over the BMP and the tag block."""
+    keep = {0x09, 0x0A}
+    drop = {}
+    for cp in list(range(0x10000)) + list(range(0xE0000, 0xE0080)):
+        if cp not in keep and unicodedata.category(chr(cp)) in ("Cc", "Cf"):
+            drop[cp] = None
+    return drop
+
+
+def valid_id_card(number: str) -> bool:
+    """ISO 7064 MOD 11-2 check digit of a mainland resident ID number."""
+    total = sum(int(d) * w for d, w in zip(number[:17], _ID_WEIGHTS))
+    return "10X98765432"[total % 11] == number[17].upper()
+
+
+class Cleaner:
+    def __init__(self, cfg: CleanConfig):
+        self.cfg = cfg
+        self.counts: Counter[str] = Counter()
+        self._width = _fullwidth_table(cfg.fullwidth) if cfg.fullwidth != "off" else None
+        self._invisible = _invisible_table() if cfg.control_chars else None
+        self._t2s = None
+        if cfg.traditional_to_simplified:
+            import opencc  # the C++ OpenCC binding; only needed when switched on
+
+            self._t2s = opencc.OpenCC("t2s")
+        if cfg.unicode_emoji == "drop":
+            import emoji
+
+            self._emoji = emoji
+
+    def _sub(self, name: str, pattern: re.Pattern, repl, text: str) -> str:
+        new, n = pattern.subn(repl, text)
+        if n:
+            self.counts[name] += n
+        return new
+
+    def _id_card(self, m: re.Match) -> str:
+        # 18 digits with a date inside are common (order numbers): only checksum-valid ones go.
+        if not valid_id_card(m.group()):
+            return m.group()
+        self.counts["pii_id_card"] += 1
+        return self.cfg.pii.id_card
+
+    def clean(self, text: str) -> tuple[str, str | None]:
+        """(cleaned text, reject reason or None)."""
+        c = self.cfg
+        if self._invisible is not None:
+            text = text.replace("\r\n", "\n").replace("\r", "\n").translate(self._invisible)
+        if self._width is not None:
+            text = text.translate(self._width)
+        if self._t2s is not None:
+            text = self._t2s.convert(text)
+        if c.pii.enabled:
+            text = self._sub("pii_email", EMAIL_RE, c.pii.email, text)
+            text = ID_CARD_RE.sub(self._id_card, text)
+            text = self._sub("pii_phone", PHONE_RE, c.pii.phone, text)
+        if c.urls:
+            text = self._sub("urls", URL_RE, " ", text)
+        if c.reply_prefix:
+            text = self._sub("reply_prefix", REPLY_RE, "", text)
+        if c.repost_chains == "drop":
+            m = REPOST_MARK_RE.search(text)
+            if m:
+                self.counts["repost_chains"] += 1
+                text = text[: m.start()]
+        elif c.repost_chains == "keep_text":
+            text = self._sub("repost_chains", REPOST_MARK_RE, " ", text)
+        if c.mentions:
+            text = self._sub("mentions", MENTION_RE, " ", text)
+        if c.hashtags == "keep_text":
+            text = self._sub("hashtags", HASHTAG_RE, r" \1 ", text)
+        elif c.hashtags == "drop":
+            text = self._sub("hashtags", HASHTAG_RE, " ", text)
+        if c.emoji_codes:
+            text = self._sub("emoji_codes", EMOJI_CODE_RE, "", text)
+        if c.unicode_emoji == "drop":
+            new = self._emoji.replace_emoji(text, "")
+            if new != text:
+                self.counts["unicode_emoji"] += 1
+                text = new
+        if c.whitespace:
+            text = _NEWLINES_RE.sub("\n", _SPACES_RE.sub(" ", text)).strip()
+        return text, self.reject_reason(text)
+
+    def reject_reason(self, text: str) -> str | None:
+        c = self.cfg
+        n = len(text)
+        if n == 0 or not text.strip():
+            return "empty"
+        if n < c.min_chars:
+            return "too_short"
+        if c.max_chars is not None and n > c.max_chars:
+            return "too_long"
+        if c.min_cjk_ratio > 0:
+            visible = n - text.count(" ") - text.count("\n")
+            if len(_CJK_RE.findall(text)) < c.min_cjk_ratio * max(visible, 1):
+                return "low_cjk_ratio"
+        return None
