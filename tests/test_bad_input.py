@@ -147,7 +147,7 @@ def test_jsonl_with_non_object_and_invalid_lines(cli, tmp_path):
     f = tmp_path / "mixed.jsonl"
     f.write_text(
         json.dumps({"text": GOOD}, ensure_ascii=False) + "\n"
-        + '["a", "list"]\n'
+        + '"just a string"\n'
         + "{not json\n"
         + json.dumps({"content": "没有text字段"}, ensure_ascii=False) + "\n"
         + json.dumps({"text": 42}) + "\n",
@@ -157,6 +157,13 @@ def test_jsonl_with_non_object_and_invalid_lines(cli, tmp_path):
     assert code == 0 and m["counts"]["in"] == 5 and m["counts"]["kept"] == 1
     assert [(r["line"], r["reason"]) for r in rejects] == [
         (2, "jsonl_not_object"), (3, "invalid_json"), (4, "missing_field"), (5, "text_not_string")]
+
+
+def test_json_array_file_is_a_clear_error(cli, tmp_path):
+    f = tmp_path / "export.json"
+    f.write_text(json.dumps([{"text": GOOD}, {"text": OTHER}], ensure_ascii=False, indent=1), encoding="utf-8")
+    err = _error(cli, tmp_path, [f])
+    assert "export.json, line 1: this is a JSON array, not JSON Lines" in err and "jq -c" in err
 
 
 def test_jsonl_where_no_row_has_the_field(cli, tmp_path):

@@ -286,6 +286,9 @@ def _read_jsonl(path, cfg, stats, advance, encoding, bom, fmt) -> Iterator[Row]:
         if problem:
             yield _row_or_reject(src, row, line_no, text, problem)
             continue
+        if row == 1 and text.lstrip().startswith("["):
+            raise InputError(path, "this is a JSON array, not JSON Lines (one object per line)",
+                             f"convert it: jq -c '.[]' '{path}' > '{path.with_suffix('.jsonl').name}'", line=line_no)
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as e:
