@@ -23,7 +23,6 @@ randomness is a `random.Random(seed)` created inside `build_demo_data`.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.resources
 import os
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
+
+from workbench.corpus.split import split_index
 
 if TYPE_CHECKING:  # annotations only: importlib.resources.abc is Python >= 3.11
     from importlib.resources.abc import Traversable
@@ -283,20 +284,12 @@ def _hard_split(piece: list[TaggedChar], max_chars: int) -> list[list[TaggedChar
 
 
 def split_of(text: str, seed: int, dev_fraction: float, test_fraction: float) -> str:
-    """Assign `text` to "train"/"dev"/"test" by a keyed hash of the text itself.
+    """"train"/"dev"/"test" by the same keyed text hash that `prepare` splits with.
 
     Hashing the text (not the row index) puts identical texts in the same split, so a
     duplicated review can never leak from train into test.
     """
-    digest = hashlib.blake2b(
-        text.encode("utf-8"), digest_size=8, key=str(seed).encode("ascii")
-    ).digest()
-    u = int.from_bytes(digest, "big") / 2**64  # uniform in [0, 1)
-    if u < dev_fraction:
-        return "dev"
-    if u < dev_fraction + test_fraction:
-        return "test"
-    return "train"
+    return ("train", "dev", "test")[split_index(text, seed, dev_fraction, test_fraction)]
 
 
 def _write_atomic(path: Path, lines: Iterable[str]) -> None:
