@@ -151,28 +151,12 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
         # ---- 2. duplicates
         log.info("prepare: %d candidate documents, looking for duplicates", n)
         dups = find_duplicates(work / "fingerprints", n, cfg.dedup)
-        cand = datasets.Dataset.from_file(str(work / "candidates.arrow"))
-        table = cand.data.table if hasattr(cand.data, "table") else cand.data
-        dup_idx = np.flatnonzero(dups.kind != KEEP)
-        if len(dup_idx):
-            orig_idx = dups.of[dup_idx]
-            pick = lambda col, idx: table.column(col).take(pa.array(idx)).to_pylist()  # noqa: E731
-            d_src, d_row, d_line, d_text = (pick(c, dup_idx) for c in ("source", "row", "line", "text"))
-            o_src, o_row = pick("source", orig_idx), pick("row", orig_idx)
-            with open(tmp / "duplicates.jsonl", "w", encoding="utf-8") as f:
-                for j, i in enumerate(dup_idx.tolist()):
-                    f.write(json.dumps({
-                        "file": d_src[j], "row": d_row[j], "line": d_line[j],
-                        "reason": "duplicate_exact" if dups.kind[i] == EXACT else "duplicate_near",
-                        "duplicate_of": {"file": o_src[j], "row": o_row[j]},
-                        "similarity": round(float(dups.similarity[i]), 3), "excerpt": _excerpt(d_text[j]),
-                    }, ensure_ascii=False) + "\n")
-        else:
-            (tmp / "duplicates.jsonl").write_text("", encoding="utf-8")
+        cand = datasets.Dataset.from_file(str(work / "candidates.arrow"))  # memory-mapped
+        _write_duplicates(tmp / "duplicates.jsonl", cand, dups)
 
         # ---- 3. write the kept documents per split
-        file_idx = table.column("file_idx").to_numpy()
-        split_col = table.column("split").to_numpy()
+        file_idx = cand.data.column("file_idx").to_numpy()
+        split_col = cand.data.column("split").to_numpy()
         kept_mask = dups.kind == KEEP
         for i, c in enumerate(per_file):
             c["duplicates"] = int(((~kept_mask) & (file_idx == i)).sum())
@@ -188,7 +172,7 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
         # back (datasets 5.2): give empty splits one (empty) shard.
         datasets.DatasetDict(splits).save_to_disk(
             str(tmp / "dataset"), num_shards={s: 1 for s, d in splits.items() if len(d) == 0})
-        del cand, table
+        del cand
         shutil.rmtree(work)
 
         counts_out = {
@@ -216,6 +200,28 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
         )
     _print_summary(manifest, out_dir)
     return manifest
+
+
+def _write_duplicates(path: Path, cand, dups) -> None:
+    """duplicates.jsonl: each dropped duplicate with the kept row it duplicates.
+
+    Reads the rows in slices through `Dataset.select` (an index mapping over the memory-
+    mapped file): pyarrow's `take` on the chunked text column would first concatenate
+    every chunk, i.e. copy the whole corpus into memory.
+    """
+    dup_idx = np.flatnonzero(dups.kind != KEEP)
+    dup_rows = cand.select(dup_idx).select_columns(["source", "row", "line", "text"])
+    orig_rows = cand.select(dups.of[dup_idx]).select_columns(["source", "row"])
+    with open(path, "w", encoding="utf-8") as f:
+        for start in range(0, len(dup_idx), _BATCH_ROWS):
+            d, o = dup_rows[start : start + _BATCH_ROWS], orig_rows[start : start + _BATCH_ROWS]
+            for j, i in enumerate(dup_idx[start : start + _BATCH_ROWS].tolist()):
+                f.write(json.dumps({
+                    "file": d["source"][j], "row": d["row"][j], "line": d["line"][j],
+                    "reason": "duplicate_exact" if dups.kind[i] == EXACT else "duplicate_near",
+                    "duplicate_of": {"file": o["source"][j], "row": o["row"][j]},
+                    "similarity": round(float(dups.similarity[i]), 3), "excerpt": _excerpt(d["text"][j]),
+                }, ensure_ascii=False) + "\n")
 
 
 def _print_summary(manifest: dict[str, Any], out_dir: Path) -> None:
