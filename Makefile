@@ -20,7 +20,7 @@ WB := $(VENV)/bin/workbench
 STAMP := $(VENV)/.installed
 DEMO_DATA := corpora/demo/README.md
 
-.PHONY: setup demo demo-data prepare report test docs clean-demo
+.PHONY: setup demo demo-data prepare segment report test docs clean-demo
 
 setup: $(STAMP)
 $(STAMP): pyproject.toml
@@ -37,6 +37,10 @@ $(DEMO_DATA): | $(STAMP)
 prepare: $(RUN)/prepared/manifest.json
 $(RUN)/prepared/manifest.json: $(CONFIG) $(PREPARE_DEPS) | $(STAMP)
 	$(WB) prepare --config $(CONFIG) run=$(RUN) $(ARGS)
+
+segment: $(RUN)/segmented/manifest.json
+$(RUN)/segmented/manifest.json: $(RUN)/prepared/manifest.json $(CONFIG) | $(STAMP)
+	$(WB) segment --config $(CONFIG) run=$(RUN) $(ARGS)
 
 report: | $(STAMP)
 	$(WB) report run=$(RUN)

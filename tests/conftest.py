@@ -40,3 +40,24 @@ def cli(capsys):
         return code, out.out, out.err
 
     return run
+
+
+# Never wait on hub retries in tests: model ids must resolve locally or fail at once.
+import os as _os
+
+_os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def build_char_vocab_model(directory: Path, texts: list[str], *, extra: list[str] = ()) -> Path:
+    """A tiny BERT-Chinese-style model dir: vocab.txt ([PAD], [unused1-99], [UNK], [CLS],
+    [SEP], [MASK], then every character of `texts`, like Google's layout) + config.json."""
+    from transformers import BertConfig
+
+    chars = sorted({c for t in texts for c in t if not c.isspace()})
+    tokens = ["[PAD]"] + [f"[unused{i}]" for i in range(1, 100)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokens += [c for c in chars if c not in tokens] + [t for t in extra if t not in chars]
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    BertConfig(vocab_size=len(tokens), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+               intermediate_size=64, max_position_embeddings=512).save_pretrained(directory)
+    return directory

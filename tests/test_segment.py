@@ -1,0 +1,177 @@
+"""segment: jieba once, token↔word alignment, entity spans, packing, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+
+from conftest import build_char_vocab_model
+from workbench.config import LexiconConfig, load_stage_config
+from workbench.errors import InputError, StageInputError
+from workbench.segment.blocks import BlockBuilder, encode_docs, entity_ids_from_tags, render_block
+from workbench.segment.lexicon import read_lexicon
+from workbench.segment.segmenter import Segmenter
+from workbench.stages.prepare import run as prepare
+from workbench.stages.segment import run as segment
+from workbench.vocab.tokenizer import load_tokenizer
+
+TEXTS = [
+    "江泽民主席在北京会见了联合国秘书长安南，双方就中国和联合国的合作交换了意见。",
+    "我昨天买了一台iPhone15，价格是5999元，真贵！不过拍照效果很好。",
+    "新华社记者报道：上海浦东新区今年的经济增长速度超过了百分之十。",
+]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, review_lines) -> Path:
+    return build_char_vocab_model(tmp_path_factory.mktemp("model"), TEXTS + review_lines,
+                                  extra=["iphone", "##15", "59", "##99"])
+
+
+@pytest.fixture(scope="module")
+def tok(model_dir):
+    return load_tokenizer(str(model_dir), needed_by="test")
+
+
+def test_tokenizer_size_guard(tmp_path, model_dir, tok):
+    assert len(tok) == sum(1 for _ in open(model_dir / "vocab.txt", encoding="utf-8"))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "vocab.txt").write_text((model_dir / "vocab.txt").read_text(encoding="utf-8"), encoding="utf-8")
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg["vocab_size"] = 50
+    (bad / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(StageInputError, match="tokenizer/model mismatch.*vocab_size=50"):
+        load_tokenizer(str(bad), needed_by="segment")
+    with pytest.raises(StageInputError, match="is not a directory|cannot load a tokenizer"):
+        load_tokenizer(str(tmp_path / "missing_model"), needed_by="segment")
+
+
+def test_alignment_words_and_entities(tok):
+    seg = Segmenter("jieba", [], {"nr": "PER", "ns": "LOC", "nt": "ORG"})
+    types = {t: i for i, t in enumerate(seg.entity_types)}
+    (doc,) = encode_docs([TEXTS[0]], tok, seg, types)
+    words, _ = seg.cut_with_entities(TEXTS[0])
+    assert len(doc.ids) == len(TEXTS[0])  # one token per Chinese character
+    # tokens of one word share an id; ids follow jieba's words in order
+    spans = np.split(np.arange(len(doc.ids)), np.flatnonzero(np.diff(doc.word)) + 1)
+    assert ["".join(TEXTS[0][i] for i in s) for s in spans] == words
+    block = BlockBuilder(64, tok.cls_token_id, tok.sep_token_id).build([doc])[0]
+    shown = render_block(block, tok, seg.entity_types, max_tokens=64)
+    assert "[北京]LOC" in shown and "[联合国]ORG" in shown and "|" in shown
+
+
+def test_latin_wordpieces_stay_in_their_word(tok):
+    seg = Segmenter("jieba", [], {})
+    (doc,) = encode_docs([TEXTS[1]], tok, seg, {})
+    pieces = tok.convert_ids_to_tokens(doc.ids.tolist())
+    i = pieces.index("iphone")
+    assert pieces[i + 1] == "##15" and doc.word[i] == doc.word[i + 1]
+
+
+def test_lexicon_changes_segmentation_and_tags_entities(tmp_path, tok):
+    lex = tmp_path / "terms.txt"
+    lex.write_text("阿莫西林克拉维酸钾\t1000\n", encoding="utf-8")
+    text = "患者服用阿莫西林克拉维酸钾后出现皮疹。"
+    assert "阿莫西林克拉维酸钾" not in Segmenter("jieba", [], {}).cut(text)  # jieba alone splits it
+    for backend in ("jieba", "rjieba"):
+        seg = Segmenter(backend, [LexiconConfig(path=str(lex), entity_type="DRUG")], {})
+        words, types = seg.cut_with_entities(text)
+        assert "阿莫西林克拉维酸钾" in words, backend
+        assert types[words.index("阿莫西林克拉维酸钾")] == "DRUG" and "DRUG" in seg.entity_types
+
+
+def test_rjieba_agrees_with_jieba_on_real_text(review_lines):
+    a, b = Segmenter("jieba", [], {}), Segmenter("rjieba", [], {})
+    same = sum(a.cut(t) == b.cut(t) for t in review_lines)
+    assert same / len(review_lines) >= 0.95
+
+
+def test_broken_lexicon_lines(tmp_path):
+    lex = tmp_path / "broken.txt"
+    lex.write_text("好词\t12\n坏词\t3?\n另一个\t7\n空 格\t5\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"broken.txt, line 2: 2 broken lexicon line\(s\).*lines 2, 4"):
+        read_lexicon(lex)
+    entries, bad = read_lexicon(lex, on_error="skip")
+    assert [e.word for e in entries] == ["好词", "另一个"] and bad == [2, 4]
+
+
+def test_packing_respects_words_and_limits(tok, review_lines):
+    seg = Segmenter("jieba", [], {})
+    docs = encode_docs(review_lines[:100], tok, seg, {})
+    for pack in (True, False):
+        blocks = BlockBuilder(48, tok.cls_token_id, tok.sep_token_id, pack_documents=pack).build(docs)
+        total = sum(len(d) for d in docs)
+        content = sum(int((b["word_ids"] >= 0).sum()) for b in blocks)
+        assert content == total, "every token lands in exactly one block"
+        for b in blocks:
+            assert len(b["input_ids"]) <= 48 and b["input_ids"][0] == tok.cls_token_id
+            assert b["input_ids"][-1] == tok.sep_token_id
+            w = b["word_ids"][b["word_ids"] >= 0]
+            assert w[0] == 0 and np.all(np.diff(w) >= 0) and np.all(np.diff(w) <= 1)
+        if not pack:
+            assert len(blocks) >= len(docs)
+    # Entity ids decode from tags: one id per entity, -1 outside
+    assert entity_ids_from_tags(np.array([0, 1, 2, 0, 3, 1, 0])).tolist() == [-1, 0, 0, -1, 1, 2, -1]
+
+
+def test_sentence_pairs(tok, review_lines):
+    seg = Segmenter("jieba", [], {})
+    docs = encode_docs(review_lines[:60], tok, seg, {})
+    for mode in ("sop", "nsp"):
+        blocks = BlockBuilder(64, tok.cls_token_id, tok.sep_token_id, pairs=mode).build(docs, np.random.default_rng(0))
+        pairs = [b for b in blocks if b["pair_split"] > 0]
+        assert pairs
+        for b in pairs:
+            s = b["pair_split"]
+            assert b["input_ids"][s - 1] == tok.sep_token_id and b["input_ids"][-1] == tok.sep_token_id
+            assert len(b["input_ids"]) <= 64
+        if mode == "nsp":
+            labels = [b["next_sentence_label"] for b in pairs]
+            assert 0.3 < np.mean(labels) < 0.7
+
+
+def test_stage_end_to_end(tmp_path, model_dir, review_lines):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(TEXTS + review_lines[:200]), encoding="utf-8")
+    prepare(load_stage_config("prepare", None, [f"input={corpus}", f"run={tmp_path / 'run'}", "split.valid_fraction=0.1"]))
+    cfg = load_stage_config("segment", None, [f"run={tmp_path / 'run'}", f"model={model_dir}", "max_seq_length=64",
+                                              "batch_size=32"])
+    m = segment(cfg)
+    out = tmp_path / "run" / "segmented"
+    c = m["counts"]
+    assert c["tokens"] > 0 and c["bytes_per_token"] <= 6.0 and c["unk_rate"] < 0.01
+    assert m["tokenizer"]["vocab_size"] == len(load_tokenizer(str(model_dir), needed_by="t"))
+    assert sum(c["entities"].values()) > 0 and m["examples"]
+    dd = datasets.load_from_disk(str(out / "dataset"))
+    assert set(dd) == {"train", "valid"}
+    assert dd["train"].features["input_ids"].feature.dtype == "uint16"
+    assert (out / "tokenizer" / "tokenizer.json").exists()
+    # 2 worker processes give the same blocks (packing is per batch: same batch_size).
+    m2 = segment(load_stage_config("segment", None, [f"run={tmp_path / 'run'}", f"model={model_dir}",
+                                                     "max_seq_length=64", f"output={tmp_path / 'seg2'}",
+                                                     "num_proc=2", "batch_size=32"]))
+    assert m2["counts"] == m["counts"]
+    assert m2["outputs"]["dataset/train/data-00000-of-00001.arrow"] == m["outputs"]["dataset/train/data-00000-of-00001.arrow"]
+
+
+def test_stage_refuses_bad_inputs(tmp_path, model_dir, review_lines):
+    with pytest.raises(StageInputError, match="does not exist"):
+        segment(load_stage_config("segment", None, [f"input={tmp_path / 'nope'}", f"model={model_dir}"]))
+    corpus = tmp_path / "short.txt"
+    corpus.write_text("短\n小\n", encoding="utf-8")
+    prepare(load_stage_config("prepare", None, [f"input={corpus}", f"output={tmp_path / 'p'}"]))
+    with pytest.raises(StageInputError, match="has no documents.*prepare kept 0 of 2 rows"):
+        segment(load_stage_config("segment", None, [f"input={tmp_path / 'p'}", f"model={model_dir}"]))
+    corpus.write_text("\n".join(review_lines[:5]), encoding="utf-8")
+    prepare(load_stage_config("prepare", None, [f"input={corpus}", f"output={tmp_path / 'p'}"]))
+    with pytest.raises(StageInputError, match="is not a directory"):
+        segment(load_stage_config("segment", None, [f"input={tmp_path / 'p'}", f"model={tmp_path / 'no_model'}"]))
+    with pytest.raises(StageInputError, match="is a `prepare` output but `pretrain` reads `segment` output"):
+        from workbench.manifest import require_stage_output
+
+        require_stage_output(tmp_path / "p", "segment", needed_by="pretrain")

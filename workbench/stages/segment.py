@@ -1,0 +1,193 @@
+"""segment: prepared text → blocks of token ids with word ids and entity spans.
+
+    workbench segment --config configs/demo.yaml
+    workbench segment input=runs/x/prepared model=DIR output=runs/x/segmented
+
+jieba runs here and only here: masking later reads the stored word/entity spans and
+never re-segments. Output directory (written atomically):
+    dataset/      DatasetDict of blocks: input_ids (uint16 when the vocab fits),
+                  word_ids (int16), entity_tags (int8), pair_split (int16)
+                  [, next_sentence_label (int8)]  — see workbench/segment/blocks.py
+    tokenizer/    the tokenizer that made the ids (save_pretrained)
+    manifest.json tokenizer vocab hash, entity types, lexicon stats, counts
+
+Per batch of documents (datasets.map, batched, optionally in worker processes): the
+fast tokenizer encodes the texts with character offsets, the segmenter cuts words and
+looks up entities, offsets align tokens to words, and the block builder packs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workbench.config import SegmentConfig
+from workbench.errors import StageInputError
+from workbench.manifest import MANIFEST, atomic_output_dir, require_stage_output, sha256_file, write_manifest
+from workbench.segment.blocks import BlockBuilder, encode_docs, render_block
+from workbench.segment.segmenter import Segmenter
+from workbench.vocab.tokenizer import load_tokenizer, vocab_fingerprint
+
+log = logging.getLogger("workbench.segment")
+
+
+def features(vocab_size: int, nsp: bool):
+    import datasets
+
+    seq = getattr(datasets, "List", datasets.Sequence)
+    f = {
+        "input_ids": seq(datasets.Value("uint16" if vocab_size <= 65536 else "uint32")),
+        "word_ids": seq(datasets.Value("int16")),
+        "entity_tags": seq(datasets.Value("int8")),
+        "pair_split": datasets.Value("int16"),
+    }
+    if nsp:
+        f["next_sentence_label"] = datasets.Value("int8")
+    return datasets.Features(f)
+
+
+class _BatchEncoder:
+    """The datasets.map function: a batch of documents → a batch of blocks (picklable)."""
+
+    def __init__(self, tokenizer, segmenter: Segmenter, cfg: SegmentConfig):
+        self.tokenizer, self.segmenter, self.cfg = tokenizer, segmenter, cfg
+        self.type_index = {t: i for i, t in enumerate(segmenter.entity_types)}
+        self.builder = BlockBuilder(cfg.max_seq_length, tokenizer.cls_token_id, tokenizer.sep_token_id,
+                                    cfg.pairs, cfg.pack_documents)
+
+    def __call__(self, batch: dict[str, list], indices: list[int]) -> dict[str, list]:
+        docs = encode_docs(batch["text"], self.tokenizer, self.segmenter, self.type_index)
+        # NSP negatives depend only on the seed and the batch's position: same output
+        # whatever num_proc is.
+        rng = np.random.default_rng([self.cfg.seed, indices[0] if indices else 0])
+        blocks = self.builder.build(docs, rng)
+        return {k: [b[k] for b in blocks] for k in (blocks[0] if blocks else features(0, self.cfg.pairs == "nsp"))}
+
+
+def run(cfg: SegmentConfig) -> dict[str, Any]:
+    import datasets
+
+    started = time.time()
+    in_dir = cfg.input_path()
+    upstream = require_stage_output(in_dir, "prepare", needed_by="segment")
+    dd = datasets.load_from_disk(str(in_dir / "dataset"))
+    n_docs = {name: len(d) for name, d in dd.items()}
+    if sum(n_docs.values()) == 0:
+        raise StageInputError(f"segment: the prepared dataset in {in_dir} has no documents "
+                              f"(prepare kept 0 of {upstream['counts'].get('in', '?')} rows; see {in_dir}/rejects.jsonl)")
+    tok = load_tokenizer(cfg.model, needed_by="segment")
+    seg = Segmenter(cfg.backend, cfg.lexicons, cfg.entity_pos, cfg.posseg)
+    encoder = _BatchEncoder(tok, seg, cfg)
+    feats = features(len(tok), cfg.pairs == "nsp")
+    if cfg.num_proc > 1:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # forked workers + rust threads deadlock
+    run_key = hashlib.sha256(json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+    out_dir = cfg.output_path()
+    log.info("segment: %s documents from %s → %s (backend %s, %d entity words, %d lexicon words)",
+             f"{sum(n_docs.values()):,}", in_dir, out_dir, cfg.backend, len(seg.entities), len(seg.lexicon_words))
+
+    with atomic_output_dir(out_dir) as tmp:
+        cache = tmp / "_cache"
+        cache.mkdir()
+        out = {}
+        for name, ds in dd.items():
+            out[name] = ds.map(
+                encoder, batched=True, batch_size=cfg.batch_size, with_indices=True,
+                num_proc=cfg.num_proc if cfg.num_proc > 1 and len(ds) > cfg.batch_size else None,
+                remove_columns=ds.column_names, features=feats, desc=f"segment {name}",
+                cache_file_name=str(cache / f"{name}.arrow"), new_fingerprint=f"{run_key}-{name}",
+            )
+        result = datasets.DatasetDict(out)
+        result.save_to_disk(str(tmp / "dataset"), num_shards={k: 1 for k, d in out.items() if len(d) == 0})
+        del result, out
+        shutil.rmtree(cache)
+        tok.save_pretrained(str(tmp / "tokenizer"))
+
+        saved = datasets.load_from_disk(str(tmp / "dataset"))
+        counts = _counts(saved, tok, seg.entity_types, n_docs, tmp / "dataset")
+        first = next((d for d in saved.values() if len(d)), None)
+        examples = [render_block(first[i], tok, seg.entity_types) for i in range(min(3, len(first)))] if first else []
+        del saved, first
+        manifest = write_manifest(
+            tmp, stage="segment", config=cfg.model_dump(mode="json"),
+            inputs=[{"path": str(in_dir), "stage": "prepare", "manifest_sha256": sha256_file(in_dir / MANIFEST)}],
+            counts=counts, seed=cfg.seed, started=started, finished=time.time(),
+            hash_exclude=tuple(f"dataset/{s}/state.json" for s in dd),
+            extra={
+                "tokenizer": {"model": cfg.model, "class": type(tok).__name__, "vocab_size": len(tok),
+                              "vocab_sha256": vocab_fingerprint(tok)},
+                "entity_types": seg.entity_types,
+                "examples": examples,
+                "lexicons": seg.lexicon_stats,
+                "block_format": {"entity_tags": "0 = outside, 2k+1 = entity start, 2k+2 = inside, k = index in entity_types",
+                                 "word_ids": "-1 on special tokens, word index within the block otherwise"},
+            },
+        )
+    _print_summary(manifest, out_dir)
+    return manifest
+
+
+def _counts(dd, tok, entity_types: list[str], n_docs: dict[str, int], data_dir: Path) -> dict[str, Any]:
+    import pyarrow.compute as pc
+
+    tokens = unk = words = 0
+    ent = np.zeros(len(entity_types), dtype=np.int64)
+    blocks = {}
+    for name, d in dd.items():
+        blocks[name] = len(d)
+        if not len(d):
+            continue
+        ids = pc.list_flatten(d.data.column("input_ids"))
+        tokens += len(ids)
+        unk += int(pc.sum(pc.equal(ids, tok.unk_token_id)).as_py() or 0)
+        w = d.data.column("word_ids")
+        words += _count_words(w)
+        tags = pc.list_flatten(d.data.column("entity_tags")).to_numpy()
+        starts = tags[tags % 2 == 1]
+        ent += np.bincount((starts - 1) // 2, minlength=len(entity_types))[: len(entity_types)]
+    disk = sum(p.stat().st_size for p in data_dir.rglob("*.arrow"))
+    return {
+        "in": sum(n_docs.values()),
+        "documents": n_docs,
+        "blocks": blocks,
+        "tokens": tokens,
+        "unk_tokens": unk,
+        "unk_rate": round(unk / tokens, 6) if tokens else 0.0,
+        "words": words,
+        "tokens_per_word": round(tokens / words, 3) if words else 0.0,
+        "entities": {t: int(n) for t, n in zip(entity_types, ent)},
+        "bytes_per_token": round(disk / tokens, 3) if tokens else 0.0,
+    }
+
+
+def _count_words(word_ids_column) -> int:
+    """Words per block = max word id + 1, summed over blocks."""
+    import pyarrow.compute as pc
+
+    total = 0
+    for chunk in word_ids_column.chunks:
+        flat = pc.list_flatten(chunk).to_numpy().astype(np.int64)
+        parents = pc.list_parent_indices(chunk).to_numpy()
+        if len(flat):
+            per_block = np.full(len(chunk), -1, dtype=np.int64)
+            np.maximum.at(per_block, parents, flat)
+            total += int((per_block + 1).sum())
+    return total
+
+
+def _print_summary(m: dict[str, Any], out_dir: Path) -> None:
+    c = m["counts"]
+    print(f"segment done in {m['wall_time_s']:.1f}s → {out_dir}\n"
+          f"  {c['in']:,} documents → " + ", ".join(f"{k} {v:,}" for k, v in c["blocks"].items()) + " blocks; "
+          f"{c['tokens']:,} tokens ({c['unk_rate']:.2%} [UNK]), {c['words']:,} words, "
+          f"{c['bytes_per_token']:.2f} bytes/token on disk\n"
+          "  entities: " + ", ".join(f"{k} {v:,}" for k, v in c["entities"].items()) + "\n"
+          "  examples (| word boundary, [..]TYPE entity):\n" + "\n".join(f"    {e}" for e in m["examples"]))

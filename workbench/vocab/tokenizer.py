@@ -1,0 +1,89 @@
+"""Loading a model's tokenizer safely, from a local directory or a hub id.
+
+transformers 5 has two traps for Chinese BERT vocabularies:
+  - ``BertTokenizer(vocab_file="vocab.txt")`` / ``BertTokenizerFast(vocab_file=...)``
+    silently build a 5-token vocabulary (every character becomes [UNK]);
+  - ``AutoTokenizer.from_pretrained(dir)`` fails on a directory that has only a vocab.txt.
+``load_tokenizer`` goes through ``from_pretrained`` (which reads vocab.txt correctly) and
+then checks the size it got against vocab.txt and the model's config.json, so a wrong
+tokenizer stops the stage instead of training on [UNK]s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from workbench.errors import StageInputError
+
+
+def _vocab_lines(directory: Path) -> int | None:
+    vocab = directory / "vocab.txt"
+    if not vocab.is_file():
+        return None
+    with open(vocab, encoding="utf-8") as f:
+        return sum(1 for _ in f)
+
+
+def load_tokenizer(model: str, *, needed_by: str):
+    """The fast BERT tokenizer of `model` (a directory, a hub id, or a bare vocab.txt file), size-checked."""
+    from transformers import AutoTokenizer, BertTokenizer
+
+    path = Path(model)
+    if path.is_file() and path.suffix == ".txt":
+        # A bare BERT vocab.txt (e.g. Google's bert-base-chinese vocab): one token a line.
+        with open(path, encoding="utf-8") as f:
+            vocab = {line.rstrip("\n"): i for i, line in enumerate(f)}
+        tok = BertTokenizer(vocab=vocab)
+        if len(tok) != len(vocab):
+            raise StageInputError(f"{needed_by}: {path} has duplicate tokens ({len(vocab)} distinct lines, "
+                                  f"tokenizer has {len(tok)}); fix the vocab file")
+        return tok
+    local = path.is_dir()
+    if not local and (path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1):
+        raise StageInputError(f"{needed_by}: model '{model}' is not a directory; pass model=DIR "
+                              "(a saved model with vocab.txt or tokenizer.json) or a hub id")
+    try:
+        try:
+            tok = AutoTokenizer.from_pretrained(model)
+        except (ValueError, OSError, KeyError) as first:
+            if not (local and (path / "vocab.txt").is_file()):
+                raise first
+            tok = BertTokenizer.from_pretrained(model)  # a directory with only vocab.txt
+    except OSError as e:
+        where = "the directory" if local else "the hub (no network here?) or a local directory of that name"
+        raise StageInputError(
+            f"{needed_by}: cannot load a tokenizer for model '{model}' from {where}: {str(e).splitlines()[0]}\n"
+            "  fix: pass model=DIR, a directory with vocab.txt (or tokenizer.json) and config.json"
+        ) from None
+    if not getattr(tok, "is_fast", False):
+        raise StageInputError(f"{needed_by}: model '{model}' gave a slow tokenizer ({type(tok).__name__}); "
+                              "offsets need a fast (tokenizers-backed) one: add tokenizer.json or vocab.txt")
+    size = len(tok)
+    problems = []
+    if local:
+        lines = _vocab_lines(path)
+        if lines is not None and lines != size:
+            problems.append(f"vocab.txt has {lines} lines but the tokenizer has {size} tokens")
+        cfg_file = path / "config.json"
+        if cfg_file.is_file():
+            vocab_size = json.loads(cfg_file.read_text(encoding="utf-8")).get("vocab_size")
+            if vocab_size is not None and vocab_size < size:
+                problems.append(f"config.json vocab_size={vocab_size} is smaller than the tokenizer ({size} tokens): "
+                                "ids beyond the embedding matrix")
+    if size < 100:
+        problems.append(f"the tokenizer has only {size} tokens (a BERT vocab.txt was probably not read)")
+    if problems:
+        raise StageInputError(f"{needed_by}: tokenizer/model mismatch for '{model}': " + "; ".join(problems)
+                              + "\n  fix: make vocab.txt, tokenizer.json and config.json come from the same model")
+    return tok
+
+
+def vocab_fingerprint(tok) -> str:
+    """sha256 over the (token, id) pairs: later stages refuse data made with another vocab."""
+    items = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+    h = hashlib.sha256()
+    for token, idx in items:
+        h.update(f"{idx}\t{token}\n".encode("utf-8"))
+    return h.hexdigest()
