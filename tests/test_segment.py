@@ -54,7 +54,7 @@ def test_tokenizer_size_guard(tmp_path, model_dir, tok):
 def test_alignment_words_and_entities(tok):
     seg = Segmenter("jieba", [], {"nr": "PER", "ns": "LOC", "nt": "ORG"})
     types = {t: i for i, t in enumerate(seg.entity_types)}
-    (doc,) = encode_docs([TEXTS[0]], tok, seg, types)
+    (doc,) = encode_docs([TEXTS[0]], tok, seg, types).docs()
     words, _ = seg.cut_with_entities(TEXTS[0])
     assert len(doc.ids) == len(TEXTS[0])  # one token per Chinese character
     # tokens of one word share an id; ids follow jieba's words in order
@@ -67,7 +67,7 @@ def test_alignment_words_and_entities(tok):
 
 def test_latin_wordpieces_stay_in_their_word(tok):
     seg = Segmenter("jieba", [], {})
-    (doc,) = encode_docs([TEXTS[1]], tok, seg, {})
+    (doc,) = encode_docs([TEXTS[1]], tok, seg, {}).docs()
     pieces = tok.convert_ids_to_tokens(doc.ids.tolist())
     i = pieces.index("iphone")
     assert pieces[i + 1] == "##15" and doc.word[i] == doc.word[i + 1]
@@ -102,7 +102,10 @@ def test_broken_lexicon_lines(tmp_path):
 
 def test_packing_respects_words_and_limits(tok, review_lines):
     seg = Segmenter("jieba", [], {})
-    docs = encode_docs(review_lines[:100], tok, seg, {})
+    docs = encode_docs(review_lines[:100], tok, seg, {}).docs()
+    docs.insert(3, docs[5].slice(0, 0))  # an empty document is skipped
+    long_doc = encode_docs(["".join(review_lines[:30])], tok, seg, {}).docs()[0]
+    docs.append(long_doc)  # longer than a block: cut at word starts
     for pack in (True, False):
         blocks = BlockBuilder(48, tok.cls_token_id, tok.sep_token_id, pack_documents=pack).build(docs)
         total = sum(len(d) for d in docs)

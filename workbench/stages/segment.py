@@ -33,6 +33,8 @@ from workbench.config import SegmentConfig
 from workbench.errors import StageInputError
 from workbench.manifest import MANIFEST, atomic_output_dir, require_stage_output, sha256_file, write_manifest
 from workbench.segment.blocks import BlockBuilder, encode_docs, render_block
+from workbench.segment.fast_tokenize import FastChineseEncoder
+from workbench.segment.fast_tokenize import supported as fast_supported
 from workbench.segment.segmenter import Segmenter
 from workbench.vocab.tokenizer import load_tokenizer, vocab_fingerprint
 
@@ -60,11 +62,12 @@ class _BatchEncoder:
     def __init__(self, tokenizer, segmenter: Segmenter, cfg: SegmentConfig):
         self.tokenizer, self.segmenter, self.cfg = tokenizer, segmenter, cfg
         self.type_index = {t: i for i, t in enumerate(segmenter.entity_types)}
+        self.fast = FastChineseEncoder(tokenizer) if fast_supported(tokenizer) else None
         self.builder = BlockBuilder(cfg.max_seq_length, tokenizer.cls_token_id, tokenizer.sep_token_id,
                                     cfg.pairs, cfg.pack_documents)
 
     def __call__(self, batch: dict[str, list], indices: list[int]) -> dict[str, list]:
-        docs = encode_docs(batch["text"], self.tokenizer, self.segmenter, self.type_index)
+        docs = encode_docs(batch["text"], self.tokenizer, self.segmenter, self.type_index, self.fast)
         # NSP negatives depend only on the seed and the batch's position: same output
         # whatever num_proc is.
         rng = np.random.default_rng([self.cfg.seed, indices[0] if indices else 0])
