@@ -26,9 +26,19 @@ def _vocab_lines(directory: Path) -> int | None:
         return sum(1 for _ in f)
 
 
+def _is_bert_dir(path: Path) -> bool:
+    """A saved BERT tokenizer: tokenizer_config.json names a Bert tokenizer, or there is
+    only a vocab.txt."""
+    cfg = path / "tokenizer_config.json"
+    if cfg.is_file():
+        name = json.loads(cfg.read_text(encoding="utf-8")).get("tokenizer_class") or ""
+        return name.startswith("BertTokenizer")
+    return (path / "vocab.txt").is_file()
+
+
 def load_tokenizer(model: str, *, needed_by: str):
     """The fast BERT tokenizer of `model` (a directory, a hub id, or a bare vocab.txt file), size-checked."""
-    from transformers import AutoTokenizer, BertTokenizer
+    from transformers import BertTokenizer
 
     path = Path(model)
     if path.is_file() and path.suffix == ".txt":
@@ -45,12 +55,13 @@ def load_tokenizer(model: str, *, needed_by: str):
         raise StageInputError(f"{needed_by}: model '{model}' is not a directory; pass model=DIR "
                               "(a saved model with vocab.txt or tokenizer.json) or a hub id")
     try:
-        try:
+        if local and _is_bert_dir(path):
+            # Not AutoTokenizer: it imports torch (~1.5 s) and fails on a bare vocab.txt dir.
+            tok = BertTokenizer.from_pretrained(model)
+        else:
+            from transformers import AutoTokenizer
+
             tok = AutoTokenizer.from_pretrained(model)
-        except (ValueError, OSError, KeyError) as first:
-            if not (local and (path / "vocab.txt").is_file()):
-                raise first
-            tok = BertTokenizer.from_pretrained(model)  # a directory with only vocab.txt
     except OSError as e:
         where = "the directory" if local else "the hub (no network here?) or a local directory of that name"
         raise StageInputError(
