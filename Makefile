@@ -20,7 +20,7 @@ WB := $(VENV)/bin/workbench
 STAMP := $(VENV)/.installed
 DEMO_DATA := corpora/demo/README.md
 
-.PHONY: setup demo demo-data prepare segment report test docs clean-demo
+.PHONY: setup demo demo-data prepare vocab segment report test docs clean-demo
 
 setup: $(STAMP)
 $(STAMP): pyproject.toml
@@ -38,8 +38,14 @@ prepare: $(RUN)/prepared/manifest.json
 $(RUN)/prepared/manifest.json: $(CONFIG) $(PREPARE_DEPS) | $(STAMP)
 	$(WB) prepare --config $(CONFIG) run=$(RUN) $(ARGS)
 
+vocab: $(RUN)/vocab/manifest.json
+$(RUN)/vocab/manifest.json: $(RUN)/prepared/manifest.json $(CONFIG) | $(STAMP)
+	$(WB) vocab --config $(CONFIG) run=$(RUN) $(ARGS)
+
+# SEGMENT_DEPS: the demo segments with the vocab it builds (no hub here).
+SEGMENT_DEPS ?=
 segment: $(RUN)/segmented/manifest.json
-$(RUN)/segmented/manifest.json: $(RUN)/prepared/manifest.json $(CONFIG) | $(STAMP)
+$(RUN)/segmented/manifest.json: $(RUN)/prepared/manifest.json $(CONFIG) $(SEGMENT_DEPS) | $(STAMP)
 	$(WB) segment --config $(CONFIG) run=$(RUN) $(ARGS)
 
 report: | $(STAMP)
@@ -49,6 +55,8 @@ report: | $(STAMP)
 demo: $(STAMP)
 	$(MAKE) --no-print-directory demo-data
 	$(MAKE) --no-print-directory prepare CONFIG=configs/demo.yaml PREPARE_DEPS=$(DEMO_DATA)
+	$(MAKE) --no-print-directory vocab CONFIG=configs/demo.yaml
+	$(MAKE) --no-print-directory segment CONFIG=configs/demo.yaml SEGMENT_DEPS=runs/demo/vocab/manifest.json
 	$(MAKE) --no-print-directory report CONFIG=configs/demo.yaml
 
 test: $(STAMP)
