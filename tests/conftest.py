@@ -54,7 +54,9 @@ def build_char_vocab_model(directory: Path, texts: list[str], *, extra: list[str
     from transformers import BertConfig
 
     chars = sorted({c for t in texts for c in t if not c.isspace()})
-    tokens = ["[PAD]"] + [f"[unused{i}]" for i in range(1, 100)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    from workbench.vocab.build import special_tokens
+
+    tokens = special_tokens(99)
     tokens += [c for c in chars if c not in tokens] + [t for t in extra if t not in chars]
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")

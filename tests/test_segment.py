@@ -178,3 +178,43 @@ def test_stage_refuses_bad_inputs(tmp_path, model_dir, review_lines):
         from workbench.manifest import require_stage_output
 
         require_stage_output(tmp_path / "p", "segment", needed_by="pretrain")
+
+
+def test_collator_reads_the_stored_blocks(tmp_path, model_dir, review_lines):
+    """segment output → MaskingCollator: entities and words masked whole, from stored spans."""
+    from workbench.config import MaskingConfig
+    from workbench.masking.collator import MaskingCollator
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(TEXTS * 3 + review_lines[:150]), encoding="utf-8")
+    prepare(load_stage_config("prepare", None, [f"input={corpus}", f"run={tmp_path / 'run'}", "dedup.exact=false",
+                                                "dedup.near=false"]))
+    segment(load_stage_config("segment", None, [f"run={tmp_path / 'run'}", f"model={model_dir}", "max_seq_length=64"]))
+    blocks = datasets.load_from_disk(str(tmp_path / "run" / "segmented" / "dataset"))["train"].with_format("numpy")
+    tok = load_tokenizer(str(tmp_path / "run" / "segmented" / "tokenizer"), needed_by="test")
+    rows = [blocks[i] for i in range(len(blocks))]
+    ent_ids = [entity_ids_from_tags(r["entity_tags"]) for r in rows]
+    assert sum(int((e >= 0).any()) for e in ent_ids) > 0
+    coll = MaskingCollator(MaskingConfig(strategy="entity_ngram"), tok, seed=0)
+    split_entities = 0
+    for start in range(0, len(rows), 16):
+        batch = coll(rows[start:start + 16])
+        labelled = (batch["labels"] != -100).numpy()
+        for j, r in enumerate(rows[start:start + 16]):
+            e = ent_ids[start + j]
+            for k in np.unique(e[e >= 0]):
+                marks = labelled[j, : len(e)][e == k]
+                split_entities += int(marks.any() and not marks.all())
+    assert split_entities == 0
+
+
+@pytest.mark.parametrize("pairs", ["sop", "nsp"])
+def test_stage_sentence_pair_blocks(tmp_path, model_dir, review_lines, pairs):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(review_lines[:120]), encoding="utf-8")
+    prepare(load_stage_config("prepare", None, [f"input={corpus}", f"run={tmp_path / 'run'}"]))
+    m = segment(load_stage_config("segment", None, [f"run={tmp_path / 'run'}", f"model={model_dir}",
+                                                    "max_seq_length=64", f"pairs={pairs}"]))
+    d = datasets.load_from_disk(str(tmp_path / "run" / "segmented" / "dataset"))["train"]
+    assert m["counts"]["tokens"] > 0 and max(d["pair_split"]) > 0
+    assert ("next_sentence_label" in d.column_names) == (pairs == "nsp")

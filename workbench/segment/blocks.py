@@ -186,7 +186,20 @@ class BlockBuilder:
         return block
 
     def _build_packed(self, enc: "Encoded") -> list[dict]:
+        flat = self.pack_flat(enc)
+        if flat is None:
+            return []
+        ids, word, ent, starts = flat
+        bounds = starts[1:-1]
+        return [{"input_ids": i, "word_ids": w, "entity_tags": e, "pair_split": 0}
+                for i, w, e in zip(np.split(ids, bounds), np.split(word, bounds), np.split(ent, bounds))]
+
+    def pack_flat(self, enc: "Encoded") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
         """pairs=none: pieces packed greedily into blocks, assembled for the whole batch at once.
+
+        Returns the blocks concatenated (ids int64, word ids int16, entity tags int8) and the
+        block start offsets (n_blocks + 1 values, the last = total length): exactly the
+        values + offsets of an Arrow list column. None when the batch has no tokens.
 
         Output layout per block: [CLS] piece [SEP] piece [SEP] ...; every index below is
         computed with numpy over all pieces of the batch (a Python loop only assigns
@@ -210,7 +223,7 @@ class BlockBuilder:
             keep = enc.n_tok > 0
             first_tok, length = offsets[keep], enc.n_tok[keep]
         if not len(length):
-            return []
+            return None
         # The pieces partition the flat arrays in order, so they are the source as they are.
         n_pieces = len(length)
         block_of = np.empty(n_pieces, dtype=np.int64)
@@ -246,9 +259,7 @@ class BlockBuilder:
         word[pos] = cw - cw[first_in_block][block_tok]
         cls_pos = out_start[np.r_[0, np.flatnonzero(np.diff(block_of)) + 1]] - 1
         ids[cls_pos] = self.cls
-        bounds = cls_pos[1:]
-        return [{"input_ids": i, "word_ids": w.astype(np.int16), "entity_tags": e, "pair_split": 0}
-                for i, w, e in zip(np.split(ids, bounds), np.split(word, bounds), np.split(ent, bounds))]
+        return ids, word.astype(np.int16), ent, np.r_[cls_pos, total]
 
     def build(self, docs: "Encoded | list[Doc]", rng: np.random.Generator | None = None) -> list[dict]:
         enc = docs if isinstance(docs, Encoded) else Encoded.from_docs(docs)

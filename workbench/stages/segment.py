@@ -63,16 +63,34 @@ class _BatchEncoder:
         self.tokenizer, self.segmenter, self.cfg = tokenizer, segmenter, cfg
         self.type_index = {t: i for i, t in enumerate(segmenter.entity_types)}
         self.fast = FastChineseEncoder(tokenizer) if fast_supported(tokenizer) else None
+        self.features = features(len(tokenizer), cfg.pairs == "nsp")
         self.builder = BlockBuilder(cfg.max_seq_length, tokenizer.cls_token_id, tokenizer.sep_token_id,
                                     cfg.pairs, cfg.pack_documents)
 
-    def __call__(self, batch: dict[str, list], indices: list[int]) -> dict[str, list]:
-        docs = encode_docs(batch["text"], self.tokenizer, self.segmenter, self.type_index, self.fast)
-        # NSP negatives depend only on the seed and the batch's position: same output
-        # whatever num_proc is.
+    def __call__(self, batch, indices: list[int]):
+        """`batch` is a pyarrow Table (the dataset is mapped in arrow format); so is the result:
+        block columns are built from flat arrays + offsets without per-block Python objects."""
+        import pyarrow as pa
+
+        docs = encode_docs(batch.column("text").to_pylist(), self.tokenizer, self.segmenter, self.type_index, self.fast)
+        id_type = self.features["input_ids"].feature.dtype
+        if self.cfg.pairs == "none":
+            flat = self.builder.pack_flat(docs)
+            if flat is None:
+                return self.features.arrow_schema.empty_table()
+            ids, word, ent, starts = flat
+            offsets = pa.array(starts.astype(np.int32))
+            return pa.table({
+                "input_ids": pa.ListArray.from_arrays(offsets, pa.array(ids.astype(id_type))),
+                "word_ids": pa.ListArray.from_arrays(offsets, pa.array(word)),
+                "entity_tags": pa.ListArray.from_arrays(offsets, pa.array(ent)),
+                "pair_split": pa.array(np.zeros(len(starts) - 1, dtype=np.int16)),
+            })
+        # Sentence pairs: NSP negatives depend only on the seed and the batch's position,
+        # so the output is the same whatever num_proc is.
         rng = np.random.default_rng([self.cfg.seed, indices[0] if indices else 0])
         blocks = self.builder.build(docs, rng)
-        return {k: [b[k] for b in blocks] for k in (blocks[0] if blocks else features(0, self.cfg.pairs == "nsp"))}
+        return pa.Table.from_pylist(blocks, schema=self.features.arrow_schema)
 
 
 def run(cfg: SegmentConfig) -> dict[str, Any]:
@@ -102,12 +120,12 @@ def run(cfg: SegmentConfig) -> dict[str, Any]:
         cache.mkdir()
         out = {}
         for name, ds in dd.items():
-            out[name] = ds.map(
+            out[name] = ds.with_format("arrow").map(
                 encoder, batched=True, batch_size=cfg.batch_size, with_indices=True,
                 num_proc=cfg.num_proc if cfg.num_proc > 1 and len(ds) > cfg.batch_size else None,
                 remove_columns=ds.column_names, features=feats, desc=f"segment {name}",
                 cache_file_name=str(cache / f"{name}.arrow"), new_fingerprint=f"{run_key}-{name}",
-            )
+            ).with_format(None)
         result = datasets.DatasetDict(out)
         result.save_to_disk(str(tmp / "dataset"), num_shards={k: 1 for k, d in out.items() if len(d) == 0})
         del result, out
