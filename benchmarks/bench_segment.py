@@ -109,7 +109,7 @@ def baseline_chinese_ref(texts, tok):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, default=20000, help="documents in the sample (parts 1-3)")
-    ap.add_argument("--stage-repeat", type=int, default=5, help="the whole-stage run reads the sample this many times")
+    ap.add_argument("--stage-repeat", type=int, default=20, help="the whole-stage run reads the sample this many times")
     args = ap.parse_args()
 
     import jieba
