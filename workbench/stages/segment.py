@@ -107,7 +107,6 @@ def run(cfg: SegmentConfig) -> dict[str, Any]:
     tok = load_tokenizer(cfg.model, needed_by="segment")
     seg = Segmenter(cfg.backend, cfg.lexicons, cfg.entity_pos, cfg.posseg)
     encoder = _BatchEncoder(tok, seg, cfg)
-    feats = features(len(tok), cfg.pairs == "nsp")
     if cfg.num_proc > 1:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # forked workers + rust threads deadlock
     run_key = hashlib.sha256(json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
@@ -123,7 +122,7 @@ def run(cfg: SegmentConfig) -> dict[str, Any]:
             out[name] = ds.with_format("arrow").map(
                 encoder, batched=True, batch_size=cfg.batch_size, with_indices=True,
                 num_proc=cfg.num_proc if cfg.num_proc > 1 and len(ds) > cfg.batch_size else None,
-                remove_columns=ds.column_names, features=feats, desc=f"segment {name}",
+                remove_columns=ds.column_names, features=encoder.features, desc=f"segment {name}",
                 cache_file_name=str(cache / f"{name}.arrow"), new_fingerprint=f"{run_key}-{name}",
             ).with_format(None)
         result = datasets.DatasetDict(out)
