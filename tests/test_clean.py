@@ -82,3 +82,8 @@ def test_id_checksum():
 def test_length_and_script_filters(text, kw, reason):
     kw = {"min_chars": 1, **kw}
     assert Cleaner(CleanConfig(**kw)).clean(text)[1] == reason
+
+
+def test_punct_to_ascii_for_google_vocab():
+    assert clean("他说：“好的”——‘真的’…", punct_to_ascii=True)[0] == '他说："好的"--\'真的\'...'
+    assert clean("他说：“好的”")[0] == "他说：“好的”"  # off by default

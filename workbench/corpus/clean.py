@@ -37,6 +37,8 @@ _SPACES_RE = re.compile(r"[^\S\n]+")
 _NEWLINES_RE = re.compile(r"\s*\n\s*")
 _CJK_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+# Punctuation missing from Google's bert-base-chinese vocab → ASCII equivalents it has.
+_PUNCT_TO_ASCII = str.maketrans({"“": '"', "”": '"', "‘": "'", "’": "'", "—": "-", "–": "-", "…": "..."})
 
 
 def _fullwidth_table(mode: str) -> dict[int, int]:
@@ -102,6 +104,8 @@ class Cleaner:
             text = text.replace("\r\n", "\n").replace("\r", "\n").translate(self._invisible)
         if self._width is not None:
             text = text.translate(self._width)
+        if c.punct_to_ascii:
+            text = text.translate(_PUNCT_TO_ASCII)
         if self._t2s is not None:
             text = self._t2s.convert(text)
         if c.pii.enabled:
