@@ -20,7 +20,7 @@ WB := $(VENV)/bin/workbench
 STAMP := $(VENV)/.installed
 DEMO_DATA := corpora/demo/README.md
 
-.PHONY: setup demo demo-data prepare vocab segment report test docs clean-demo
+.PHONY: setup demo demo-data prepare vocab init-model segment report test docs clean-demo
 
 setup: $(STAMP)
 $(STAMP): pyproject.toml
@@ -42,7 +42,12 @@ vocab: $(RUN)/vocab/manifest.json
 $(RUN)/vocab/manifest.json: $(RUN)/prepared/manifest.json $(CONFIG) | $(STAMP)
 	$(WB) vocab --config $(CONFIG) run=$(RUN) $(ARGS)
 
-# SEGMENT_DEPS: the demo segments with the vocab it builds (no hub here).
+init-model: $(RUN)/base-model/manifest.json
+$(RUN)/base-model/manifest.json: $(CONFIG) $(INIT_MODEL_DEPS) | $(STAMP)
+	$(WB) init-model --config $(CONFIG) run=$(RUN) $(ARGS)
+
+# SEGMENT_DEPS / INIT_MODEL_DEPS: the demo's own vocab and base model (no hub here).
+INIT_MODEL_DEPS ?=
 SEGMENT_DEPS ?=
 segment: $(RUN)/segmented/manifest.json
 $(RUN)/segmented/manifest.json: $(RUN)/prepared/manifest.json $(CONFIG) $(SEGMENT_DEPS) | $(STAMP)
@@ -56,7 +61,8 @@ demo: $(STAMP)
 	$(MAKE) --no-print-directory demo-data
 	$(MAKE) --no-print-directory prepare CONFIG=configs/demo.yaml PREPARE_DEPS=$(DEMO_DATA)
 	$(MAKE) --no-print-directory vocab CONFIG=configs/demo.yaml
-	$(MAKE) --no-print-directory segment CONFIG=configs/demo.yaml SEGMENT_DEPS=runs/demo/vocab/manifest.json
+	$(MAKE) --no-print-directory init-model CONFIG=configs/demo.yaml INIT_MODEL_DEPS=runs/demo/vocab/manifest.json
+	$(MAKE) --no-print-directory segment CONFIG=configs/demo.yaml SEGMENT_DEPS=runs/demo/base-model/manifest.json
 	$(MAKE) --no-print-directory report CONFIG=configs/demo.yaml
 
 test: $(STAMP)

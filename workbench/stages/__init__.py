@@ -10,6 +10,7 @@ from typing import Any, Callable
 RUNNERS = {
     "prepare": "workbench.stages.prepare:run",
     "segment": "workbench.stages.segment:run",
+    "init-model": "workbench.stages.init_model:run",
     "vocab": "workbench.stages.vocab:run",
     "demo-data": "workbench.stages.demo_data:run",
     "report": "workbench.report.run_report:run",
