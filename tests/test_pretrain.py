@@ -1,0 +1,196 @@
+"""pretrain: a tiny BERT really trains on segmented real text, resumes exactly, refuses bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, build_char_vocab_model
+from workbench.config import load_stage_config
+from workbench.errors import ConfigError, StageInputError
+
+
+def _cfg(stage: str, *overrides: str):
+    return load_stage_config(stage, None, [str(o) for o in overrides])
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, review_lines) -> Path:
+    """prepare → vocab → init-model (2 x 32) → segment (64 tokens) on 300 real reviews."""
+    from workbench.stages import init_model, prepare, segment, vocab
+
+    tmp = tmp_path_factory.mktemp("pretrain")
+    corpus = tmp / "reviews.txt"
+    corpus.write_text("\n".join(review_lines[:300]), encoding="utf-8")
+    run = tmp / "run"
+    prepare.run(_cfg("prepare", f"input={corpus}", f"run={run}", "split.valid_fraction=0.1"))
+    vocab.run(_cfg("vocab", f"run={run}"))
+    init_model.run(_cfg("init-model", f"run={run}", "layers=2", "hidden=32", "heads=2"))
+    segment.run(_cfg("segment", f"run={run}", f"model={run / 'base-model'}", "max_seq_length=64"))
+    return run
+
+
+def _pretrain(run: Path, out: Path, *overrides: str, callbacks=None):
+    from workbench.stages.pretrain import run as pretrain
+
+    cfg = _cfg("pretrain", f"run={run}", f"model={run / 'base-model'}", f"output={out}", "lr=1e-3", *overrides)
+    return pretrain(cfg, callbacks=callbacks)
+
+
+def test_tiny_model_learns_and_writes_a_plain_hf_model(chain, tmp_path):
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    out = tmp_path / "pretrain"
+    m = _pretrain(chain, out, "max_steps=40", "batch_size=8", "eval_steps=20", "save_steps=20", "logging_steps=1",
+                  "warmup_ratio=0.1")
+    losses = [h["loss"] for h in json.loads((out / "metrics.json").read_text())["log_history"] if "loss" in h]
+    assert len(losses) >= 35
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.2, losses
+    assert m["counts"]["steps"] == 40 and m["counts"]["tokens_seen"] > 0
+    assert m["counts"]["train_blocks"] > 0 and m["counts"]["eval_blocks"] > 0
+    x = m["metrics"]
+    assert x["eval_perplexity"] == pytest.approx(np.exp(x["eval_loss"]))
+    assert 0.0 <= x["eval_masked_accuracy"] <= 1.0
+    assert m["mlm_head_reinitialised"] is False
+    assert m["tokenizer"]["vocab_sha256"] == json.loads((chain / "segmented" / "manifest.json").read_text())[
+        "tokenizer"]["vocab_sha256"]
+    assert (out / "loss.png").stat().st_size > 1000
+    model = AutoModelForMaskedLM.from_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    assert model.config.vocab_size == len(tok)
+    # Checkpoints + tensorboard persist beside the output; nothing of them inside it.
+    ckpts = tmp_path / "pretrain-checkpoints"
+    assert (ckpts / "checkpoint-40").is_dir() and any((ckpts / "tensorboard").iterdir())
+    assert not any(p.name.startswith("checkpoint-") for p in out.iterdir())
+
+
+class _Crash:
+    """A TrainerCallback that raises at the end of step `at` (after the checkpoint before it)."""
+
+    def __init__(self, at: int):
+        from transformers import TrainerCallback
+
+        at_step = at
+
+        class Crash(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == at_step:
+                    raise KeyboardInterrupt(f"emulated crash at step {at_step}")
+
+        self.callback = Crash()
+
+
+def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(chain, tmp_path):
+    # batch 64 x grad_accum 2 = 128 blocks a step (the last step of an epoch is shorter):
+    # the 20 steps cross epoch boundaries, and the resume (checkpoint 10) and the crash
+    # (step 13) both fall inside the second epoch. Dropout is on, so the torch RNG matters too.
+    args = ("max_steps=20", "batch_size=64", "grad_accum=2", "save_steps=10", "eval_steps=10", "logging_steps=1",
+            "warmup_ratio=0.2", "masking.strategy=entity_ngram")
+    a = _pretrain(chain, tmp_path / "a", *args)
+    with pytest.raises(KeyboardInterrupt):
+        _pretrain(chain, tmp_path / "b", *args, callbacks=[_Crash(13).callback])
+    assert not (tmp_path / "b").exists()  # no half-written output
+    assert (tmp_path / "b-checkpoints" / "checkpoint-10").is_dir()
+    b = _pretrain(chain, tmp_path / "b", *args)
+    assert b["resumed_from"].endswith("checkpoint-10") and a["resumed_from"] is None
+    assert 1.5 < a["counts"]["epochs"] < 3  # really crossed an epoch boundary
+    assert abs(a["metrics"]["eval_loss"] - b["metrics"]["eval_loss"]) < 1e-4
+    la = [(h["step"], h["loss"]) for h in json.loads((tmp_path / "a" / "metrics.json").read_text())["log_history"]
+          if "loss" in h]
+    lb = [(h["step"], h["loss"]) for h in json.loads((tmp_path / "b" / "metrics.json").read_text())["log_history"]
+          if "loss" in h]
+    assert dict(la)[20] == pytest.approx(dict(lb)[20], abs=1e-4)
+    # With grad_accum=2 the logged train loss is a mean per labelled token, like the eval loss
+    # (not the sum over the 2 micro-batches: see `accepts_loss_kwargs` in the stage).
+    assert la[0][1] < np.log(a["tokenizer"]["vocab_size"]) + 1.0
+    # Running the finished run again reloads checkpoint-20 instead of training a 21st step.
+    again = _pretrain(chain, tmp_path / "b", *args)
+    assert again["counts"]["steps"] == 20 and again["resumed_from"].endswith("checkpoint-20")
+    assert again["metrics"]["eval_loss"] == pytest.approx(b["metrics"]["eval_loss"], abs=1e-6)
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_collator_masks_depend_on_the_batch_number_not_the_process(chain):
+    """Same global batch number → same masks, in the main process or a DataLoader worker."""
+    import datasets
+
+    from workbench.config import MaskingConfig
+    from workbench.masking.collator import MaskingCollator
+    from workbench.stages.pretrain import StepSeededCollator
+    from workbench.vocab.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(str(chain / "base-model"), needed_by="t")
+    ds = datasets.load_from_disk(str(chain / "segmented" / "dataset"))["train"].select(range(48))
+
+    def batches(workers: int, start: int):
+        c = StepSeededCollator(MaskingCollator(MaskingConfig(), tok), seed=3, stream=0)
+        c.start_pass(start)
+        dl = torch.utils.data.DataLoader(ds, batch_size=8, collate_fn=c, num_workers=workers)
+        return [b["input_ids"] for b in dl]
+
+    main, workers = batches(0, 0), batches(2, 0)
+    assert all(torch.equal(x, y) for x, y in zip(main, workers, strict=True))
+    shifted = batches(0, 1)  # another place in training → other masks
+    assert not all(torch.equal(x, y) for x, y in zip(main, shifted))
+
+
+def test_refuses_data_made_with_another_vocabulary(chain, tmp_path):
+    from workbench.stages import segment
+
+    other = build_char_vocab_model(tmp_path / "other-model", ["今天天气很好，我们去公园散步。"] * 2,
+                                   extra=[f"词{i}" for i in range(120)])
+    segment.run(_cfg("segment", f"input={chain / 'prepared'}", f"model={other}", "max_seq_length=64",
+                     f"output={tmp_path / 'seg-other'}"))
+    with pytest.raises(StageInputError, match="another vocabulary") as e:
+        _pretrain(chain, tmp_path / "pt", f"input={tmp_path / 'seg-other'}", "max_steps=1")
+    assert "re-run `workbench segment model=" in str(e.value) and str(other) in str(e.value)
+    assert not (tmp_path / "pt").exists()
+
+
+def test_refuses_a_prepare_output_as_input(chain, tmp_path):
+    with pytest.raises(StageInputError, match="is a `prepare` output"):
+        _pretrain(chain, tmp_path / "pt", f"input={chain / 'prepared'}", "max_steps=1")
+    with pytest.raises(StageInputError, match="does not exist"):
+        _pretrain(chain, tmp_path / "pt", f"input={tmp_path / 'nowhere'}", "max_steps=1")
+
+
+def test_config_contradictions_are_listed_together():
+    with pytest.raises(ConfigError) as e:
+        _cfg("pretrain", "max_steps=0", "epochs=0", "batch_size=0", "early_stopping_patience=2", "eval_steps=30",
+             "save_steps=50", "masking.mask_prob=0", "warmup_ratio=1.5")
+    text = str(e.value)
+    for needle in ("nothing to train", "batch_size", "multiple of eval_steps", "masking.mask_prob", "warmup_ratio"):
+        assert needle in text, needle
+    cfg = _cfg("pretrain", "run=runs/x", "precision=fp16")  # fp16 on CPU: a run-time warning, not a config error
+    assert cfg.checkpoints_path() == Path("runs/x/pretrain-checkpoints")
+    assert cfg.input_path() == Path("runs/x/segmented")
+
+
+@pytest.mark.parametrize("name", ["zero2.json", "zero3.json"])
+def test_deepspeed_configs_leave_sizes_to_the_trainer(name):
+    ds = json.loads((REPO / "configs" / "deepspeed" / name).read_text())
+    for key in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size"):
+        assert ds[key] == "auto"
+    assert ds["fp16"]["enabled"] == "auto" and ds["bf16"]["enabled"] == "auto"
+    assert ds["zero_optimization"]["stage"] == int(name[4])
+    if name == "zero3.json":
+        assert ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
+
+
+def test_resume_refuses_changed_training_settings(chain, tmp_path):
+    out = tmp_path / "p"
+    _pretrain(chain, out, "max_steps=4", "save_steps=2", "eval_steps=2", "batch_size=8")
+    with pytest.raises(StageInputError, match=r"(?s)made with other settings \(lr: 0.001 → 0.0005\).*resume=false"):
+        _pretrain(chain, out, "max_steps=4", "save_steps=2", "eval_steps=2", "batch_size=8", "lr=5e-4")
+    # cadence may change; resume=false starts over
+    _pretrain(chain, out, "max_steps=4", "save_steps=4", "eval_steps=4", "batch_size=8")
+    _pretrain(chain, out, "max_steps=4", "save_steps=2", "eval_steps=2", "batch_size=8", "lr=5e-4", "resume=false")

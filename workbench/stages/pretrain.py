@@ -1,0 +1,410 @@
+"""pretrain: continue masked-LM pretraining of a BERT on segmented blocks (HF Trainer).
+
+    workbench pretrain run=runs/demo model=runs/demo/base-model max_steps=30 batch_size=16
+    deepspeed --num_gpus 8 -m workbench.cli pretrain --config X deepspeed=configs/deepspeed/zero2.json
+
+Reads a `segment` output (blocks with word ids and entity spans) and the model to continue
+from; the model's vocabulary must be the one the blocks were made with (checked by hash).
+Batches are masked on the fly by ``MaskingCollator`` (dynamic masking: new masks every
+time a block is batched). Two directories:
+
+    <output>-checkpoints/   (default runs/<run>/pretrain-checkpoints/) Trainer checkpoints
+                  (checkpoint-<step>/: weights, optimizer, scheduler, RNG states) and
+                  tensorboard/ logs. Written as training goes, so they survive a crash; the
+                  next run with resume=true continues from the latest one.
+    <output>/     (default runs/<run>/pretrain/) written atomically at the end: the final
+                  model (save_pretrained, safetensors) + tokenizer, metrics.json, loss.png
+                  (train/eval loss and eval perplexity), manifest.json.
+
+Resume == uninterrupted. Trainer restores the weights, optimizer, scheduler, the torch/
+numpy/python RNGs and the sampler position. The collator's own numpy Generator is not in a
+checkpoint, so instead of one stream it is reseeded for every batch from
+(seed, stream, rank, global batch number): the masks of batch k are the same whether the run
+went through batch k in one go or resumed before it. The global batch number is
+``global_step x grad_accum`` at the start of each pass over the data (set by a callback
+right before the Trainer iterates the DataLoader) plus the batches collated since; with
+DataLoader workers, batch i of a pass is collated by worker i % workers (the DataLoader
+hands batches out round-robin), which gives the same numbers.
+Evaluation uses its own stream, restarted at every evaluation, so every evaluation sees the
+same masks and eval losses are comparable across steps and runs.
+
+DeepSpeed lives only in its JSON config (configs/deepspeed/), handed to TrainingArguments.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workbench.config import PretrainConfig
+from workbench.errors import StageInputError
+from workbench.manifest import MANIFEST, atomic_output_dir, require_stage_output, sha256_file, write_manifest
+from workbench.masking.collator import IGNORE_INDEX, MaskingCollator
+from workbench.vocab.tokenizer import load_tokenizer, vocab_fingerprint
+
+log = logging.getLogger("workbench.pretrain")
+
+TRAIN_STREAM, EVAL_STREAM = 0, 1
+
+
+class StepSeededCollator:
+    """A MaskingCollator whose Generator is reseeded for every batch from
+    (seed, stream, rank, global batch number), so masks depend on the batch's place in
+    training, not on how many batches this process happened to collate (see module doc)."""
+
+    def __init__(self, inner: MaskingCollator, seed: int, stream: int, rank: int = 0) -> None:
+        self.inner, self.seed, self.stream, self.rank = inner, seed, stream, rank
+        self.batches_before = 0  # global batch number of the first batch of this pass
+        self.calls = 0           # batches collated in this pass by this process
+
+    def start_pass(self, batches_before: int) -> None:
+        """Called before the DataLoader is iterated; DataLoader workers get a copy of this state."""
+        self.batches_before, self.calls = int(batches_before), 0
+
+    def __call__(self, examples):
+        import torch
+
+        worker = torch.utils.data.get_worker_info()
+        if worker is None:
+            index = self.batches_before + self.calls
+        else:  # worker w of W collates batches w, w + W, w + 2W, ... of the pass
+            index = self.batches_before + self.calls * worker.num_workers + worker.id
+        self.calls += 1
+        self.inner.reseed(self.seed, self.stream, self.rank, index)
+        return self.inner(examples)
+
+
+def _trainer_classes():
+    """Trainer subclass + callback (defined lazily: importing transformers takes seconds)."""
+    from transformers import Trainer, TrainerCallback
+
+    class MLMTrainer(Trainer):
+        """Trainer with a separate, restarted eval collator and perplexity in the eval logs."""
+
+        def __init__(self, *args, eval_collator: StepSeededCollator, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.eval_collator = eval_collator
+
+        def get_eval_dataloader(self, eval_dataset=None):
+            train_collator = self.data_collator
+            self.eval_collator.start_pass(0)  # same masks at every evaluation
+            self.data_collator = self.eval_collator
+            try:
+                return super().get_eval_dataloader(eval_dataset)
+            finally:
+                self.data_collator = train_collator
+
+        def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+            if "eval_loss" in logs:
+                logs["eval_perplexity"] = _perplexity(logs["eval_loss"])
+            super().log(logs, *args, **kwargs)
+
+    class CollatorPass(TrainerCallback):
+        """Tell the train collator where a pass over the data starts (before iter(DataLoader))."""
+
+        def __init__(self, collator: StepSeededCollator):
+            self.collator = collator
+
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            self.collator.rank = args.process_index
+            self.collator.start_pass(state.global_step * args.gradient_accumulation_steps)
+
+    return MLMTrainer, CollatorPass
+
+
+def _perplexity(loss: float) -> float:
+    return math.exp(loss) if loss < 50 else float("inf")
+
+
+def preprocess_logits_for_metrics(logits, labels):
+    """[B, L, V] logits → [B, L] predicted ids, so evaluation does not keep V floats per token."""
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return logits.argmax(dim=-1)
+
+
+def compute_metrics(eval_pred) -> dict[str, float]:
+    """Masked-token accuracy over the labelled positions (labels != -100)."""
+    preds, labels = np.asarray(eval_pred.predictions), np.asarray(eval_pred.label_ids)
+    labelled = labels != IGNORE_INDEX
+    n = int(labelled.sum())
+    return {"masked_accuracy": float((preds[labelled] == labels[labelled]).sum() / n) if n else 0.0,
+            "masked_tokens": n}
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    """The checkpoint-<step> dir with the highest step that holds a trainer_state.json."""
+    found = [(int(p.name.split("-")[1]), p) for p in directory.glob("checkpoint-*")
+             if p.name.split("-")[1].isdigit() and (p / "trainer_state.json").is_file()]
+    return max(found)[1] if found else None
+
+
+def planned_steps(cfg: PretrainConfig, train_blocks: int, world_size: int = 1) -> int:
+    """Optimizer steps the run is configured for (Trainer's own arithmetic, no drop_last)."""
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    batches = math.ceil(train_blocks / (cfg.batch_size * world_size))
+    return math.ceil(cfg.epochs * max(math.ceil(batches / cfg.grad_accum), 1))
+
+
+def _checkpoint_step(checkpoint: Path) -> int:
+    return int(json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
+
+
+# Keys that may change between a run and its resumption: they do not change what is trained.
+_RESUMABLE_CHANGES = {"resume", "output", "logging_steps", "eval_steps", "save_steps", "save_total_limit",
+                      "dataloader_workers", "early_stopping_patience"}
+
+
+def _check_resume_config(ckpt_dir: Path, cfg: PretrainConfig) -> None:
+    """Refuse to resume checkpoints made with different training settings (a changed lr or
+    max_steps would silently mix two runs, schedules included)."""
+    saved_file = ckpt_dir / "pretrain_config.json"
+    if not saved_file.is_file():
+        return
+    saved, now = json.loads(saved_file.read_text(encoding="utf-8")), cfg.model_dump(mode="json")
+    diff = [f"{k}: {saved.get(k)!r} → {now.get(k)!r}" for k in sorted(set(saved) | set(now))
+            if k not in _RESUMABLE_CHANGES and saved.get(k) != now.get(k)]
+    if diff:
+        raise StageInputError(
+            f"pretrain: the checkpoints in {ckpt_dir} were made with other settings ({'; '.join(diff)}); "
+            "resuming would mix two runs.\n  fix: restore those settings, choose another output=, or pass "
+            "resume=false to start over (deletes those checkpoints)")
+
+
+def run(cfg: PretrainConfig, *, callbacks: list | None = None) -> dict[str, Any]:
+    """Train, then write the output dir. `callbacks`: extra TrainerCallbacks (tests use one to
+    emulate a crash)."""
+    import datasets
+    import torch
+    from transformers import AutoModelForMaskedLM, EarlyStoppingCallback, TrainingArguments
+
+    started = time.time()
+    # 1. Inputs: a finished segment output, made with this model's vocabulary.
+    in_dir = cfg.input_path()
+    upstream = require_stage_output(in_dir, "segment", needed_by="pretrain")
+    tok = load_tokenizer(cfg.model, needed_by="pretrain")
+    data_vocab = (upstream.get("tokenizer") or {}).get("vocab_sha256")
+    model_vocab = vocab_fingerprint(tok)
+    if data_vocab != model_vocab:
+        raise StageInputError(
+            f"pretrain: the blocks in {in_dir} were made with another vocabulary than model '{cfg.model}'\n"
+            f"  segment tokenizer: {(upstream.get('tokenizer') or {}).get('model')} (vocab sha256 {data_vocab})\n"
+            f"  model tokenizer:   {cfg.model} (vocab sha256 {model_vocab})\n"
+            f"  fix: re-run `workbench segment model={cfg.model} ...` so the ids match this model, "
+            "or point model= at the model segment used")
+    if cfg.deepspeed and not Path(cfg.deepspeed).is_file():
+        raise StageInputError(f"pretrain: deepspeed config {cfg.deepspeed} not found (see configs/deepspeed/)")
+    dd = datasets.load_from_disk(str(in_dir / "dataset"))
+    if "train" not in dd or len(dd["train"]) == 0:
+        raise StageInputError(f"pretrain: {in_dir}/dataset has no train blocks; re-run prepare/segment with more text")
+    train_ds = dd["train"]
+    eval_ds = dd["valid"] if "valid" in dd and len(dd["valid"]) else None
+    if eval_ds is None:
+        log.warning("pretrain: %s has no valid blocks: no evaluation, no perplexity (set prepare split.valid_fraction > 0)",
+                    in_dir)
+
+    # 2. The model; its MLM head must be continued, not re-initialised.
+    model, info = AutoModelForMaskedLM.from_pretrained(cfg.model, output_loading_info=True)
+    head_missing = sorted(k for k in info.get("missing_keys", []) if "cls.predictions" in k)
+    if head_missing:
+        log.warning("pretrain: model '%s' has no MLM head weights (%s ...): the head was NEWLY INITIALISED, so "
+                    "pretraining starts from a random head. Use a checkpoint saved with its MLM head (BertForMaskedLM/"
+                    "BertForPreTraining).", cfg.model, ", ".join(head_missing[:3]))
+    if model.config.vocab_size < len(tok):
+        raise StageInputError(f"pretrain: model '{cfg.model}' has vocab_size {model.config.vocab_size} but its "
+                              f"tokenizer {len(tok)} tokens")
+
+    # 3. Trainer arguments. Checkpoints go beside the output, not into the atomic temp dir.
+    out_dir, ckpt_dir = cfg.output_path(), cfg.checkpoints_path()
+    resume_from = latest_checkpoint(ckpt_dir) if cfg.resume and ckpt_dir.is_dir() else None
+    if resume_from is not None:
+        _check_resume_config(ckpt_dir, cfg)
+    if not cfg.resume and ckpt_dir.exists():
+        log.warning("pretrain: resume=false: deleting the old checkpoints in %s", ckpt_dir)
+        shutil.rmtree(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    cuda = torch.cuda.is_available()
+    precision = cfg.precision
+    if precision == "fp16" and not cuda:
+        log.warning("pretrain: precision=fp16 needs a GPU; training in fp32 on CPU")
+        precision = "fp32"
+    do_eval = eval_ds is not None
+    early = cfg.early_stopping_patience is not None and do_eval
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir),
+        max_steps=cfg.max_steps if cfg.max_steps > 0 else -1,
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr,
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        lr_scheduler_type=cfg.schedule,
+        weight_decay=cfg.weight_decay,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        eval_strategy="steps" if do_eval else "no",
+        eval_steps=cfg.eval_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        logging_strategy="steps",
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        load_best_model_at_end=early,
+        metric_for_best_model="eval_loss" if early else None,
+        greater_is_better=False if early else None,
+        report_to=["tensorboard"],
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        dataloader_num_workers=cfg.dataloader_workers,
+        remove_unused_columns=False,  # the collator reads word_ids / entity_tags / pair_split
+        include_num_input_tokens_seen="non_padding",
+        use_cpu=not cuda,
+        deepspeed=cfg.deepspeed,
+        disable_tqdm=True,
+    )
+    # BertForMaskedLM.forward takes **kwargs, so Trainer assumes it normalises its loss by
+    # `num_items_in_batch` over the accumulated micro-batches and skips dividing by
+    # grad_accum; but it returns a plain per-batch mean. Without this, gradients and the
+    # logged train loss come out grad_accum times too large.
+    model.accepts_loss_kwargs = False
+    MLMTrainer, CollatorPass = _trainer_classes()
+    train_collator = StepSeededCollator(MaskingCollator(cfg.masking, tok, seed=cfg.seed), cfg.seed, TRAIN_STREAM,
+                                        args.process_index)
+    eval_collator = StepSeededCollator(MaskingCollator(cfg.masking, tok, seed=cfg.seed), cfg.seed, EVAL_STREAM,
+                                       args.process_index)
+    all_callbacks = [CollatorPass(train_collator), *(callbacks or [])]
+    if early:
+        all_callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    # TensorBoardCallback reads its log dir from the environment when the Trainer is built.
+    old_tb = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(ckpt_dir / "tensorboard")
+    try:
+        trainer = MLMTrainer(
+            model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+            data_collator=train_collator, eval_collator=eval_collator, processing_class=tok,
+            compute_metrics=compute_metrics if do_eval else None,
+            preprocess_logits_for_metrics=preprocess_logits_for_metrics if do_eval else None,
+            callbacks=all_callbacks,
+        )
+    finally:
+        if old_tb is None:
+            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
+        else:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = old_tb
+    (ckpt_dir / "pretrain_config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n",
+                                                   encoding="utf-8")
+    log.info("pretrain: %s train / %s valid blocks from %s, model %s → %s (checkpoints %s)%s",
+                f"{len(train_ds):,}", f"{len(eval_ds) if eval_ds is not None else 0:,}", in_dir, cfg.model,
+                out_dir, ckpt_dir, f"; resuming from {resume_from}" if resume_from else "")
+
+    # 4. Train (resuming from the latest checkpoint if any), then a final evaluation.
+    # Trainer resumed from a checkpoint at or past the last step still runs one more step
+    # (it checks max_steps after a step), so a finished run only reloads its last checkpoint.
+    done_step = _checkpoint_step(resume_from) if resume_from else 0
+    if resume_from and done_step >= planned_steps(cfg, len(train_ds), args.world_size):
+        from transformers import TrainerState
+
+        log.info("pretrain: %s is already at step %d of %d; writing the output without training",
+                 resume_from, done_step, planned_steps(cfg, len(train_ds), args.world_size))
+        trainer._load_from_checkpoint(str(resume_from))
+        trainer.state = TrainerState.load_from_json(str(resume_from / "trainer_state.json"))
+        train_loss = next((h["train_loss"] for h in reversed(trainer.state.log_history) if "train_loss" in h), None)
+    else:
+        train_loss = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None).training_loss
+    final_eval = trainer.evaluate() if do_eval else {}
+    history = trainer.state.log_history
+
+    # 5. Output dir, atomically: model + tokenizer, metrics, plot, manifest.
+    metrics = {
+        "global_step": trainer.state.global_step,
+        "train_loss": train_loss,
+        "eval_loss": final_eval.get("eval_loss"),
+        "eval_perplexity": final_eval.get("eval_perplexity"),
+        "eval_masked_accuracy": final_eval.get("eval_masked_accuracy"),
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+    }
+    train_logs = [h for h in history if "loss" in h]
+    counts = {
+        "steps": trainer.state.global_step,
+        "train_blocks": len(train_ds),
+        "eval_blocks": len(eval_ds) if eval_ds is not None else 0,
+        "tokens_seen": int(trainer.state.num_input_tokens_seen),
+        "epochs": round(float(trainer.state.epoch or 0.0), 4),
+        "first_train_loss": train_logs[0]["loss"] if train_logs else None,
+        "last_train_loss": train_logs[-1]["loss"] if train_logs else None,
+        "last_train_loss_step": train_logs[-1]["step"] if train_logs else None,
+    }
+    with atomic_output_dir(out_dir) as tmp:
+        trainer.save_model(str(tmp))  # save_pretrained (safetensors) + tokenizer; gathers ZeRO-3 shards
+        tok.save_pretrained(str(tmp))
+        (tmp / "metrics.json").write_text(json.dumps({"final": metrics, "log_history": history}, indent=2) + "\n",
+                                          encoding="utf-8")
+        _plot(history, tmp / "loss.png")
+        for junk in ("training_args.bin",):
+            (tmp / junk).unlink(missing_ok=True)
+        manifest = write_manifest(
+            tmp, stage="pretrain", config=cfg.model_dump(mode="json"),
+            inputs=[{"path": str(in_dir), "stage": "segment", "manifest_sha256": sha256_file(in_dir / MANIFEST)},
+                    {"model": cfg.model}],
+            counts=counts, seed=cfg.seed, started=started, finished=time.time(),
+            hash_exclude=("loss.png", "metrics.json"),
+            extra={
+                "metrics": metrics,
+                "tokenizer": {"model": cfg.model, "vocab_size": len(tok), "vocab_sha256": model_vocab},
+                "mlm_head_reinitialised": bool(head_missing),
+                "mlm_head_missing_keys": head_missing,
+                "resumed_from": str(resume_from) if resume_from else None,
+                "checkpoints": str(ckpt_dir),
+                "precision": precision,
+                "device": "cuda" if cuda else "cpu",
+            },
+        )
+    _print_summary(manifest, out_dir)
+    return manifest
+
+
+def _plot(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    ev = [(h["step"], h["eval_loss"], h.get("eval_perplexity")) for h in history if "eval_loss" in h]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    if train:
+        ax1.plot(*zip(*train), label="train loss")
+    if ev:
+        ax1.plot([e[0] for e in ev], [e[1] for e in ev], "o-", label="eval loss")
+        ax2.plot([e[0] for e in ev], [e[2] for e in ev], "o-", color="C2", label="eval perplexity")
+    ax1.set_xlabel("optimizer step"), ax1.set_ylabel("MLM loss (nats / labelled token)"), ax1.legend()
+    ax2.set_xlabel("optimizer step"), ax2.set_ylabel("perplexity = exp(eval loss)"), ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _print_summary(m: dict[str, Any], out_dir: Path) -> None:
+    c, x = m["counts"], m["metrics"]
+
+    def f(v, spec):
+        return format(v, spec) if isinstance(v, (int, float)) else "n/a"
+
+    print(f"pretrain done in {m['wall_time_s']:.1f}s → {out_dir} (checkpoints {m['checkpoints']})\n"
+          f"  {c['steps']:,} steps ({c['epochs']} epochs), {c['tokens_seen']:,} tokens seen; "
+          f"train loss {f(c['first_train_loss'], '.3f')} (step 1) → {f(c['last_train_loss'], '.3f')} "
+          f"(step {c['last_train_loss_step']}), mean {f(x['train_loss'], '.3f')}\n"
+          f"  eval: loss {f(x['eval_loss'], '.4f')}, perplexity {f(x['eval_perplexity'], '.2f')}, "
+          f"masked accuracy {f(x['eval_masked_accuracy'], '.2%')}"
+          + ("\n  WARNING: the MLM head was newly initialised" if m["mlm_head_reinitialised"] else ""))
