@@ -31,7 +31,8 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 demo-data: $(DEMO_DATA)
-$(DEMO_DATA): | $(STAMP)
+# Rebuilt when the builder changes (its split rule decides which reviews are test data).
+$(DEMO_DATA): workbench/corpus/demo_data.py workbench/corpus/split.py | $(STAMP)
 	$(WB) demo-data output=corpora/demo
 
 prepare: $(RUN)/prepared/manifest.json
