@@ -63,3 +63,25 @@ def build_char_vocab_model(directory: Path, texts: list[str], *, extra: list[str
     BertConfig(vocab_size=len(tokens), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                intermediate_size=64, max_position_embeddings=512).save_pretrained(directory)
     return directory
+
+
+def _stage_cfg(stage: str, *overrides: str):
+    from workbench.config import load_stage_config
+
+    return load_stage_config(stage, None, [str(o) for o in overrides])
+
+
+@pytest.fixture(scope="module")
+def pretrain_chain(tmp_path_factory, review_lines) -> Path:
+    """prepare → vocab → init-model (2 x 32) → segment (64 tokens) on 300 real reviews."""
+    from workbench.stages import init_model, prepare, segment, vocab
+
+    tmp = tmp_path_factory.mktemp("pretrain")
+    corpus = tmp / "reviews.txt"
+    corpus.write_text("\n".join(review_lines[:300]), encoding="utf-8")
+    run = tmp / "run"
+    prepare.run(_stage_cfg("prepare", f"input={corpus}", f"run={run}", "split.valid_fraction=0.1"))
+    vocab.run(_stage_cfg("vocab", f"run={run}"))
+    init_model.run(_stage_cfg("init-model", f"run={run}", "layers=2", "hidden=32", "heads=2"))
+    segment.run(_stage_cfg("segment", f"run={run}", f"model={run / 'base-model'}", "max_seq_length=64"))
+    return run

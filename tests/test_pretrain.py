@@ -19,19 +19,8 @@ def _cfg(stage: str, *overrides: str):
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory, review_lines) -> Path:
-    """prepare → vocab → init-model (2 x 32) → segment (64 tokens) on 300 real reviews."""
-    from workbench.stages import init_model, prepare, segment, vocab
-
-    tmp = tmp_path_factory.mktemp("pretrain")
-    corpus = tmp / "reviews.txt"
-    corpus.write_text("\n".join(review_lines[:300]), encoding="utf-8")
-    run = tmp / "run"
-    prepare.run(_cfg("prepare", f"input={corpus}", f"run={run}", "split.valid_fraction=0.1"))
-    vocab.run(_cfg("vocab", f"run={run}"))
-    init_model.run(_cfg("init-model", f"run={run}", "layers=2", "hidden=32", "heads=2"))
-    segment.run(_cfg("segment", f"run={run}", f"model={run / 'base-model'}", "max_seq_length=64"))
-    return run
+def chain(pretrain_chain) -> Path:
+    return pretrain_chain
 
 
 def _pretrain(run: Path, out: Path, *overrides: str, callbacks=None):

@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"zh-workbench {__version__}")
+    # The deepspeed launcher passes --local_rank=N before the command; the rank also comes in
+    # the LOCAL_RANK environment variable, which is what Trainer reads.
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     for name, model in COMMANDS.items():
         p = sub.add_parser(

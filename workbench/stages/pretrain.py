@@ -345,6 +345,12 @@ def run(cfg: PretrainConfig, *, callbacks: list | None = None) -> dict[str, Any]
         "last_train_loss": train_logs[-1]["loss"] if train_logs else None,
         "last_train_loss_step": train_logs[-1]["step"] if train_logs else None,
     }
+    if not trainer.is_world_process_zero():
+        # Other ranks take part in save_model (ZeRO-3 gathers the shards from every rank) but
+        # write nothing; only rank 0 writes the output directory.
+        trainer.save_model(str(ckpt_dir / f"not-written-rank{trainer.args.process_index}"))
+        shutil.rmtree(ckpt_dir / f"not-written-rank{trainer.args.process_index}", ignore_errors=True)
+        return {"stage": "pretrain", "rank": trainer.args.process_index, "metrics": metrics, "counts": counts}
     with atomic_output_dir(out_dir) as tmp:
         trainer.save_model(str(tmp))  # save_pretrained (safetensors) + tokenizer; gathers ZeRO-3 shards
         tok.save_pretrained(str(tmp))

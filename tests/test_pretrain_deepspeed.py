@@ -1,0 +1,73 @@
+"""DeepSpeed ZeRO-2 with 2 CPU processes (gloo): SIGKILL mid-run, resume, same final step,
+and the final model loads with plain transformers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+MAX_STEPS = 8
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(run: Path, out: Path, log: Path) -> subprocess.Popen:
+    deepspeed = Path(sys.executable).parent / "deepspeed"
+    cmd = [str(deepspeed), "--num_gpus", "2", "--master_port", str(_free_port()), "--module", "workbench",
+           "pretrain", f"run={run}", f"model={run / 'base-model'}", f"output={out}", f"max_steps={MAX_STEPS}",
+           "save_steps=2", "eval_steps=4", "logging_steps=1", "batch_size=4",
+           f"deepspeed={REPO / 'configs' / 'deepspeed' / 'zero2.json'}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # A new session: SIGKILL to the group takes the launcher and both ranks down at once.
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def _checkpoints(ckpt_dir: Path) -> list[int]:
+    return sorted(int(p.name.split("-")[1]) for p in ckpt_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists())
+
+
+def test_kill_and_resume_with_two_processes(pretrain_chain, tmp_path):
+    run, out = pretrain_chain, tmp_path / "pretrain"
+    ckpt_dir = tmp_path / "pretrain-checkpoints"
+
+    proc = _launch(run, out, tmp_path / "first.log")
+    deadline = time.time() + 480  # the first deepspeed run on a machine JIT-builds a comm op
+    while time.time() < deadline and proc.poll() is None and not any(s >= 4 for s in _checkpoints(ckpt_dir)):
+        time.sleep(0.5)
+    assert proc.poll() is None, "the run ended before it could be killed:\n" + (tmp_path / "first.log").read_text()[-3000:]
+    assert any(s >= 4 for s in _checkpoints(ckpt_dir)), (tmp_path / "first.log").read_text()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not out.exists(), "a killed run must not leave a final output directory"
+    reached = max(_checkpoints(ckpt_dir))
+    assert reached < MAX_STEPS
+
+    proc = _launch(run, out, tmp_path / "second.log")
+    assert proc.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["steps"] == MAX_STEPS
+    assert manifest["resumed_from"] and int(manifest["resumed_from"].rsplit("-", 1)[1]) >= 4
+
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    model = AutoModelForMaskedLM.from_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    enc = tok(["这家酒店的服务很好"], return_tensors="pt")
+    assert model(**enc).logits.shape[-1] == len(tok)
