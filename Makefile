@@ -54,9 +54,16 @@ segment: $(RUN)/segmented/manifest.json
 $(RUN)/segmented/manifest.json: $(RUN)/prepared/manifest.json $(CONFIG) $(SEGMENT_DEPS) | $(STAMP)
 	$(WB) segment --config $(CONFIG) run=$(RUN) $(ARGS)
 
+# Multi-GPU / multi-node: `make pretrain GPUS=8` or `make pretrain HOSTFILE=hosts` runs the
+# deepspeed launcher with DEEPSPEED (a ZeRO config); without them it is one process.
+GPUS ?=
+HOSTFILE ?=
+DEEPSPEED ?= configs/deepspeed/zero2.json
+LAUNCH = $(if $(GPUS)$(HOSTFILE),$(VENV)/bin/deepspeed $(if $(HOSTFILE),--hostfile $(HOSTFILE)) $(if $(GPUS),--num_gpus $(GPUS)) --module workbench,$(WB))
+LAUNCH_ARGS = $(if $(GPUS)$(HOSTFILE),deepspeed=$(DEEPSPEED))
 pretrain: $(RUN)/pretrain/manifest.json
 $(RUN)/pretrain/manifest.json: $(RUN)/segmented/manifest.json $(CONFIG) | $(STAMP)
-	$(WB) pretrain --config $(CONFIG) run=$(RUN) $(ARGS)
+	$(LAUNCH) pretrain --config $(CONFIG) run=$(RUN) $(LAUNCH_ARGS) $(ARGS)
 
 report: | $(STAMP)
 	$(WB) report run=$(RUN)

@@ -27,12 +27,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(run: Path, out: Path, log: Path) -> subprocess.Popen:
+def _launch(run: Path, out: Path, log: Path, zero: str = "zero2.json", steps: int = MAX_STEPS) -> subprocess.Popen:
     deepspeed = Path(sys.executable).parent / "deepspeed"
     cmd = [str(deepspeed), "--num_gpus", "2", "--master_port", str(_free_port()), "--module", "workbench",
-           "pretrain", f"run={run}", f"model={run / 'base-model'}", f"output={out}", f"max_steps={MAX_STEPS}",
+           "pretrain", f"run={run}", f"model={run / 'base-model'}", f"output={out}", f"max_steps={steps}",
            "save_steps=2", "eval_steps=4", "logging_steps=1", "batch_size=4",
-           f"deepspeed={REPO / 'configs' / 'deepspeed' / 'zero2.json'}"]
+           f"deepspeed={REPO / 'configs' / 'deepspeed' / zero}"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     # A new session: SIGKILL to the group takes the launcher and both ranks down at once.
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
@@ -71,3 +71,15 @@ def test_kill_and_resume_with_two_processes(pretrain_chain, tmp_path):
     tok = AutoTokenizer.from_pretrained(out)
     enc = tok(["这家酒店的服务很好"], return_tensors="pt")
     assert model(**enc).logits.shape[-1] == len(tok)
+
+
+def test_zero3_ends_in_a_normal_hf_checkpoint(pretrain_chain, tmp_path):
+    """ZeRO-3 shards parameters across ranks; the final model must still be whole."""
+    run, out = pretrain_chain, tmp_path / "pretrain"
+    proc = _launch(run, out, tmp_path / "z3.log", zero="zero3.json", steps=2)
+    assert proc.wait(timeout=600) == 0, (tmp_path / "z3.log").read_text()[-3000:]
+    from transformers import AutoModelForMaskedLM
+
+    model = AutoModelForMaskedLM.from_pretrained(out)
+    emb = model.get_input_embeddings().weight
+    assert emb.shape == (model.config.vocab_size, model.config.hidden_size) and float(emb.abs().sum()) > 0
