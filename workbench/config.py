@@ -67,8 +67,16 @@ class StageConfig(Section):
     # Name of the directory under `run` that this stage writes; set by each subclass.
     output_dir_name: typing.ClassVar[str] = ""
 
+    # Directory under `run` that the stage reads when `input` is not given (the previous
+    # stage's output_dir_name); stages whose input is not one directory leave it empty.
+    input_dir_name: typing.ClassVar[str] = ""
+
     def output_path(self) -> Path:
         return Path(self.output) if self.output else Path(self.run) / self.output_dir_name
+
+    def input_path(self) -> Path:
+        given = getattr(self, "input", None)
+        return Path(given) if given else Path(self.run) / self.input_dir_name
 
 
 class ReadConfig(Section):
@@ -263,6 +271,7 @@ class SegmentConfig(StageConfig):
     """Segment with jieba once and store token ids, word ids and entity spans in blocks."""
 
     output_dir_name: typing.ClassVar[str] = "segmented"
+    input_dir_name: typing.ClassVar[str] = "prepared"
 
     input: str | None = None
     """A `prepare` output directory; default `<run>/prepared`."""
@@ -287,9 +296,6 @@ class SegmentConfig(StageConfig):
     batch_size: int = 256
     """Documents per map batch."""
 
-    def input_path(self) -> Path:
-        return Path(self.input) if self.input else Path(self.run) / "prepared"
-
     def problems(self) -> list[str]:
         out = []
         if self.max_seq_length < 8:
@@ -303,6 +309,7 @@ class VocabConfig(StageConfig):
     """Build a BERT-Chinese-style vocab.txt + tokenizer from the prepared corpus (no hub needed)."""
 
     output_dir_name: typing.ClassVar[str] = "vocab"
+    input_dir_name: typing.ClassVar[str] = "prepared"
 
     input: str | None = None
     """A `prepare` output directory; default `<run>/prepared`. Only the train split's text is counted."""
@@ -316,9 +323,6 @@ class VocabConfig(StageConfig):
     """Share of the slots left after specials and punctuation/ASCII that goes to WordPiece pieces of the non-CJK runs (latin words, numbers); the rest (and any the pieces leave free) to CJK characters by frequency."""
     lowercase: bool = True
     """Lower-case (and strip accents) before counting and tokenizing, as the saved tokenizer will (`do_lower_case`)."""
-
-    def input_path(self) -> Path:
-        return Path(self.input) if self.input else Path(self.run) / "prepared"
 
     def problems(self) -> list[str]:
         out = []
@@ -411,6 +415,7 @@ class PretrainConfig(StageConfig):
     """Continue masked-LM pretraining of a BERT on segmented blocks (HF Trainer; DeepSpeed by config file)."""
 
     output_dir_name: typing.ClassVar[str] = "pretrain"
+    input_dir_name: typing.ClassVar[str] = "segmented"
 
     input: str | None = None
     """A `segment` output directory; default `<run>/segmented`."""
@@ -452,9 +457,6 @@ class PretrainConfig(StageConfig):
     """Path to a DeepSpeed JSON config (e.g. configs/deepspeed/zero2.json), passed to the Trainer; launch with `deepspeed`/`accelerate launch`."""
     dataloader_workers: int = 0
     """DataLoader worker processes for collating (masking) batches; 0 = in the training process."""
-
-    def input_path(self) -> Path:
-        return Path(self.input) if self.input else Path(self.run) / "segmented"
 
     def checkpoints_path(self) -> Path:
         """Persistent checkpoints beside the (atomically written) output: `<output>-checkpoints`."""
