@@ -113,6 +113,8 @@ def time_collator(fn, batches: list[list], min_seconds: float, repeats: int = 3)
 # --------------------------------------------------------------------------- gates
 def gate_stats(out: dict, blocks: list[dict], special_ids: np.ndarray, mask_id: int) -> dict:
     """Counts for the gates from one batch (positions unchanged: no SOP here)."""
+    from workbench.masking.examples import group_whole
+
     labels = out["labels"].numpy()
     B, L = labels.shape
     lab = labels != -100
@@ -132,17 +134,8 @@ def gate_stats(out: dict, blocks: list[dict], special_ids: np.ndarray, mask_id: 
     stats["as_mask"] = int((inp == mask_id).sum())
     stats["kept"] = int((inp == labels[lab]).sum())
     if (word >= 0).any():
-        # words = runs of equal word ids; a word is whole when every maskable token of it
-        # is labelled ([UNK] is never labelled, so it does not count)
-        w_valid = word >= 0
-        w_start = w_valid.copy()
-        w_start[:, 1:] &= ~w_valid[:, :-1] | (word[:, 1:] != word[:, :-1])
-        key = np.cumsum(w_start.ravel()) - 1
-        v = (w_valid & maskable).ravel()
-        size = np.bincount(key[v], minlength=key.max() + 1)
-        hit = np.bincount(key[v], weights=lab.ravel()[v], minlength=key.max() + 1)
-        stats["words_touched"] = int((hit > 0).sum())
-        stats["words_whole"] = int(((hit > 0) & (hit == size)).sum())
+        # a word is whole when every maskable token of it is labelled ([UNK] never is)
+        stats["words_touched"], stats["words_whole"] = group_whole(lab, word, maskable)
     return stats
 
 
@@ -179,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from workbench.config import MaskingConfig
     from workbench.masking import MaskingCollator
-    from workbench.masking.examples import load_bert_tokenizer, make_blocks, peoples_daily_lines, write_char_vocab
+    from workbench.masking.examples import make_blocks, peoples_daily_lines, write_char_vocab
+    from workbench.vocab.tokenizer import load_tokenizer
 
     text = io.StringIO()
 
@@ -194,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         vocab_file = write_char_vocab(lines, Path(tempfile.mkdtemp()) / "vocab.txt")
         vocab_note = "built from the text in Google's layout (../shared/data/vocab absent)"
-    tok = load_bert_tokenizer(vocab_file)
+    tok = load_tokenizer(str(vocab_file), needed_by="bench_masking")
     special = np.array(sorted(set(tok.all_special_ids)), dtype=np.int64)
     hf_sig = inspect.signature(DataCollatorForLanguageModeling)
     has_hf_wwm = "whole_word_mask" in hf_sig.parameters

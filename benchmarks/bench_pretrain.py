@@ -49,12 +49,12 @@ def main() -> None:
 
     import datasets
     import torch
-    from transformers import (BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling, Trainer,
-                              TrainerCallback, TrainingArguments)
+    from transformers import BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
     from workbench.config import MaskingConfig
     from workbench.masking.collator import MaskingCollator
-    from workbench.masking.examples import load_bert_tokenizer, make_blocks, peoples_daily_lines, write_char_vocab
+    from workbench.masking.examples import make_blocks, peoples_daily_lines, write_char_vocab
+    from workbench.vocab.tokenizer import load_tokenizer
 
     gpu = torch.cuda.is_available()
     lines = peoples_daily_lines(6000)
@@ -62,7 +62,7 @@ def main() -> None:
         vocab_file, vocab_note = SHARED_VOCAB, "Google bert-base-chinese vocab"
     else:
         vocab_file, vocab_note = write_char_vocab(lines, Path(tempfile.mkdtemp()) / "vocab.txt"), "built char vocab"
-    tok = load_bert_tokenizer(vocab_file)
+    tok = load_tokenizer(str(vocab_file), needed_by="bench_pretrain")
     shapes = [(12, 768, 12, 128), (12, 768, 12, 512)] if gpu else [(2, 128, 2, 128)]
     out_lines = [f"bench_pretrain on {'GPU ' + torch.cuda.get_device_name(0) if gpu else 'CPU'}: "
                  f"{os.cpu_count()} CPUs, torch {torch.__version__}, {vocab_note} ({len(tok):,} tokens), "

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 GOOD = "今天天气很好，我们去公园散步吧。"
 OTHER = "会议决定明年继续扩大对外开放的力度。"
 THIRD = "这家酒店的服务态度非常好，下次还来。"

@@ -19,7 +19,8 @@ from workbench.config import MaskingConfig
 from workbench.errors import ConfigError
 from workbench.masking import IGNORE_INDEX, MaskingCollator, replacement_ids, truncated_geometric_cdf
 from workbench.masking.collator import length_table
-from workbench.masking.examples import load_bert_tokenizer, make_blocks, peoples_daily_lines, write_char_vocab
+from workbench.masking.examples import group_whole, make_blocks, peoples_daily_lines, write_char_vocab
+from workbench.vocab.tokenizer import load_tokenizer
 
 STRATEGIES = ["token", "whole_word", "entity_ngram", "span", "mixture"]
 MIXTURE = {"token": 0.25, "whole_word": 0.25, "entity_ngram": 0.25, "span": 0.25}
@@ -39,7 +40,7 @@ def vocab_file(lines, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tok(vocab_file):
-    return load_bert_tokenizer(vocab_file)
+    return load_tokenizer(str(vocab_file), needed_by="test")
 
 
 @pytest.fixture(scope="module")
@@ -72,19 +73,6 @@ def run_stats(labelled: np.ndarray) -> tuple[int, int]:
     starts = labelled.copy()
     starts[:, 1:] &= ~labelled[:, :-1]
     return int(labelled.sum()), int(starts.sum())
-
-
-def group_whole(labelled: np.ndarray, group: np.ndarray, maskable: np.ndarray) -> tuple[int, int]:
-    """(groups touched by a label, groups labelled on all their maskable tokens).
-    A group is a run of equal ids >= 0 in `group` (a word or an entity)."""
-    valid = group >= 0
-    start = valid.copy()
-    start[:, 1:] &= ~valid[:, :-1] | (group[:, 1:] != group[:, :-1])
-    gid = np.cumsum(start.ravel()) - 1
-    sel = (valid & maskable).ravel()
-    size = np.bincount(gid[sel], minlength=gid.max() + 1)
-    hit = np.bincount(gid[sel], weights=labelled.ravel()[sel], minlength=gid.max() + 1)
-    return int((hit > 0).sum()), int(((hit > 0) & (hit == size)).sum())
 
 
 # --------------------------------------------------------------------------- the test data

@@ -200,7 +200,7 @@ def test_collator_reads_the_stored_blocks(tmp_path, model_dir, review_lines):
     for start in range(0, len(rows), 16):
         batch = coll(rows[start:start + 16])
         labelled = (batch["labels"] != -100).numpy()
-        for j, r in enumerate(rows[start:start + 16]):
+        for j in range(len(rows[start:start + 16])):
             e = ent_ids[start + j]
             for k in np.unique(e[e >= 0]):
                 marks = labelled[j, : len(e)][e == k]

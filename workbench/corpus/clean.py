@@ -13,6 +13,7 @@ Weibo markup, then whitespace, then the length checks on what is left.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections import Counter
@@ -41,6 +42,7 @@ _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _PUNCT_TO_ASCII = str.maketrans({"“": '"', "”": '"', "‘": "'", "’": "'", "—": "-", "–": "-", "…": "..."})
 
 
+@functools.lru_cache(maxsize=None)
 def _fullwidth_table(mode: str) -> dict[int, int]:
     table = {0x3000: 0x20}  # ideographic space
     if mode == "all":
@@ -51,6 +53,7 @@ def _fullwidth_table(mode: str) -> dict[int, int]:
     return table
 
 
+@functools.lru_cache(maxsize=None)
 def _invisible_table() -> dict[int, None]:
     """Control (Cc) and format (Cf) characters except tab/newline: zero-width spaces and
     joiners, BOM, bidi marks, soft hyphen... Built once over the BMP and the tag block."""

@@ -14,13 +14,13 @@ What it gives
     ``write_char_vocab(lines, path)``   a vocab.txt in Google's bert-base-chinese layout:
                                         [PAD], [unused1..99], [UNK], [CLS], [SEP], [MASK],
                                         then every character seen (and "##c" for non-CJK c)
-    ``load_bert_tokenizer(vocab_file)`` a fast BERT tokenizer, size-checked (see below)
     ``make_blocks(lines, tokenizer)``   packed blocks of up to block_size tokens, ~half of
                                         them sentence pairs, ~10% short (end of a document)
+    ``group_whole(labelled, group, m)`` how many words/entities a batch touched, and kept whole
 
-``load_bert_tokenizer`` goes through workbench.vocab.tokenizer.load_tokenizer, which
-avoids the transformers 5 trap (``BertTokenizerFast(vocab_file=path)`` silently builds a
-5-token vocabulary) and checks the size against the file.
+Load the vocab with ``workbench.vocab.tokenizer.load_tokenizer(path)``: it avoids the
+transformers 5 trap (``BertTokenizerFast(vocab_file=path)`` silently builds a 5-token
+vocabulary) and checks the size against the file.
 """
 
 from __future__ import annotations
@@ -68,13 +68,6 @@ def write_char_vocab(lines: list[list[tuple[str, str]]], path: str | Path) -> Pa
     path = Path(path)
     path.write_text("\n".join(SPECIALS + chars + pieces) + "\n", encoding="utf-8")
     return path
-
-
-def load_bert_tokenizer(vocab_file: str | Path) -> Any:
-    """The fast BERT tokenizer of a bare vocab.txt, size-checked (workbench.vocab.tokenizer)."""
-    from workbench.vocab.tokenizer import load_tokenizer
-
-    return load_tokenizer(str(vocab_file), needed_by="masking examples")
 
 
 def _groups(words: list[tuple[str, str]]) -> list[tuple[list[str], bool]]:
@@ -160,3 +153,16 @@ def make_blocks(
                 block["text_a"], block["text_b"] = texts[0], texts[1] if pair else None
             blocks.append(block)
     return blocks
+
+
+def group_whole(labelled: np.ndarray, group: np.ndarray, maskable: np.ndarray) -> tuple[int, int]:
+    """(groups touched by a label, groups labelled on all their maskable tokens).
+    A group is a run of equal ids >= 0 in `group` (a word or an entity)."""
+    valid = group >= 0
+    start = valid.copy()
+    start[:, 1:] &= ~valid[:, :-1] | (group[:, 1:] != group[:, :-1])
+    gid = np.cumsum(start.ravel()) - 1
+    sel = (valid & maskable).ravel()
+    size = np.bincount(gid[sel], minlength=gid.max() + 1)
+    hit = np.bincount(gid[sel], weights=labelled.ravel()[sel], minlength=gid.max() + 1)
+    return int((hit > 0).sum()), int(((hit > 0) & (hit == size)).sum())

@@ -312,11 +312,12 @@ def run(cfg: PretrainConfig, *, callbacks: list | None = None) -> dict[str, Any]
     # Trainer resumed from a checkpoint at or past the last step still runs one more step
     # (it checks max_steps after a step), so a finished run only reloads its last checkpoint.
     done_step = _checkpoint_step(resume_from) if resume_from else 0
-    if resume_from and done_step >= planned_steps(cfg, len(train_ds), args.world_size):
+    total_steps = planned_steps(cfg, len(train_ds), args.world_size)
+    if resume_from and done_step >= total_steps:
         from transformers import TrainerState
 
         log.info("pretrain: %s is already at step %d of %d; writing the output without training",
-                 resume_from, done_step, planned_steps(cfg, len(train_ds), args.world_size))
+                 resume_from, done_step, total_steps)
         trainer._load_from_checkpoint(str(resume_from))
         trainer.state = TrainerState.load_from_json(str(resume_from / "trainer_state.json"))
         train_loss = next((h["train_loss"] for h in reversed(trainer.state.log_history) if "train_loss" in h), None)
