@@ -20,7 +20,7 @@ WB := $(VENV)/bin/workbench
 STAMP := $(VENV)/.installed
 DEMO_DATA := corpora/demo/README.md
 
-.PHONY: setup demo demo-data prepare vocab init-model segment pretrain report test docs clean-demo
+.PHONY: setup demo demo-data prepare vocab init-model extend-vocab segment pretrain report test docs clean-demo
 
 setup: $(STAMP)
 $(STAMP): pyproject.toml
@@ -47,8 +47,15 @@ init-model: $(RUN)/base-model/manifest.json
 $(RUN)/base-model/manifest.json: $(CONFIG) $(INIT_MODEL_DEPS) | $(STAMP)
 	$(WB) init-model --config $(CONFIG) run=$(RUN) $(ARGS)
 
+# Domain tokens into a pretrained model's [unusedN] rows (and/or appended rows); its output
+# dir is then the model= of segment and pretrain.
+extend-vocab: $(RUN)/extended-model/manifest.json
+$(RUN)/extended-model/manifest.json: $(RUN)/prepared/manifest.json $(CONFIG) $(EXTEND_VOCAB_DEPS) | $(STAMP)
+	$(WB) extend-vocab --config $(CONFIG) run=$(RUN) $(ARGS)
+
 # SEGMENT_DEPS / INIT_MODEL_DEPS: the demo's own vocab and base model (no hub here).
 INIT_MODEL_DEPS ?=
+EXTEND_VOCAB_DEPS ?=
 SEGMENT_DEPS ?=
 segment: $(RUN)/segmented/manifest.json
 $(RUN)/segmented/manifest.json: $(RUN)/prepared/manifest.json $(CONFIG) $(SEGMENT_DEPS) | $(STAMP)

@@ -19,8 +19,8 @@ exactly one token on its own is class 0), so normalisation details (lower-casing
 stripping, NFD of compatibility ideographs) stay the tokenizer's. Tests compare both
 paths on real corpora and on random Unicode strings.
 
-Only tokenizers with BERT's normaliser + pre-tokenizer + WordPiece qualify
-(`supported`); others use the plain Rust path.
+Only tokenizers with BERT's normaliser + pre-tokenizer + WordPiece, and no multi-character
+added tokens, qualify (`supported`); others use the plain Rust path.
 """
 
 from __future__ import annotations
@@ -38,8 +38,12 @@ def supported(tokenizer) -> bool:
     except Exception:
         return False
     norm, pre, model = spec.get("normalizer") or {}, spec.get("pre_tokenizer") or {}, spec.get("model") or {}
+    # Added tokens are matched before normalisation. Single characters (extend-vocab's emoji)
+    # behave like isolated characters, which the probe sees; longer ones (domain words) can
+    # span several characters, which the per-character table cannot express.
+    words = [a for a in spec.get("added_tokens") or [] if not a.get("special") and len(a.get("content", "")) > 1]
     return (norm.get("type") == "BertNormalizer" and norm.get("handle_chinese_chars", False)
-            and pre.get("type") == "BertPreTokenizer" and model.get("type") == "WordPiece")
+            and pre.get("type") == "BertPreTokenizer" and model.get("type") == "WordPiece" and not words)
 
 
 class FastChineseEncoder:

@@ -12,6 +12,7 @@ RUNNERS = {
     "segment": "workbench.stages.segment:run",
     "init-model": "workbench.stages.init_model:run",
     "vocab": "workbench.stages.vocab:run",
+    "extend-vocab": "workbench.stages.extend_vocab:run",
     "pretrain": "workbench.stages.pretrain:run",
     "demo-data": "workbench.stages.demo_data:run",
     "report": "workbench.report.run_report:run",

@@ -48,6 +48,7 @@ from workbench.config import PretrainConfig
 from workbench.errors import StageInputError
 from workbench.manifest import MANIFEST, atomic_output_dir, require_stage_output, sha256_file, write_manifest
 from workbench.masking.collator import IGNORE_INDEX, MaskingCollator
+from workbench.modeling import load_masked_lm
 from workbench.vocab.tokenizer import load_tokenizer, vocab_fingerprint
 
 log = logging.getLogger("workbench.pretrain")
@@ -185,7 +186,7 @@ def run(cfg: PretrainConfig, *, callbacks: list | None = None) -> dict[str, Any]
     emulate a crash)."""
     import datasets
     import torch
-    from transformers import AutoModelForMaskedLM, EarlyStoppingCallback, TrainingArguments
+    from transformers import EarlyStoppingCallback, TrainingArguments
 
     started = time.time()
     # 1. Inputs: a finished segment output, made with this model's vocabulary.
@@ -213,12 +214,7 @@ def run(cfg: PretrainConfig, *, callbacks: list | None = None) -> dict[str, Any]
                     in_dir)
 
     # 2. The model; its MLM head must be continued, not re-initialised.
-    model, info = AutoModelForMaskedLM.from_pretrained(cfg.model, output_loading_info=True)
-    head_missing = sorted(k for k in info.get("missing_keys", []) if "cls.predictions" in k)
-    if head_missing:
-        log.warning("pretrain: model '%s' has no MLM head weights (%s ...): the head was NEWLY INITIALISED, so "
-                    "pretraining starts from a random head. Use a checkpoint saved with its MLM head (BertForMaskedLM/"
-                    "BertForPreTraining).", cfg.model, ", ".join(head_missing[:3]))
+    model, head_missing = load_masked_lm(cfg.model, needed_by="pretrain")
     if model.config.vocab_size < len(tok):
         raise StageInputError(f"pretrain: model '{cfg.model}' has vocab_size {model.config.vocab_size} but its "
                               f"tokenizer {len(tok)} tokens")
