@@ -75,13 +75,20 @@ $(RUN)/pretrain/manifest.json: $(RUN)/segmented/manifest.json $(CONFIG) | $(STAM
 report: | $(STAMP)
 	$(WB) report run=$(RUN)
 
-# The whole pipeline on the offline demo data (People's Daily 1998 + product reviews).
+# The whole pipeline on the offline demo data (People's Daily 1998 + product reviews):
+# first a small general model (configs/demo_general.yaml, the stand-in for bert-base-chinese),
+# then the domain run (configs/demo.yaml) that extends its vocabulary and continues it.
+DEMO_GENERAL := configs/demo_general.yaml
 demo: $(STAMP)
 	$(MAKE) --no-print-directory demo-data
+	$(MAKE) --no-print-directory prepare CONFIG=$(DEMO_GENERAL) PREPARE_DEPS=$(DEMO_DATA)
+	$(MAKE) --no-print-directory vocab CONFIG=$(DEMO_GENERAL)
+	$(MAKE) --no-print-directory init-model CONFIG=$(DEMO_GENERAL) INIT_MODEL_DEPS=runs/demo_general/vocab/manifest.json
+	$(MAKE) --no-print-directory segment CONFIG=$(DEMO_GENERAL) SEGMENT_DEPS=runs/demo_general/base-model/manifest.json
+	$(MAKE) --no-print-directory pretrain CONFIG=$(DEMO_GENERAL)
 	$(MAKE) --no-print-directory prepare CONFIG=configs/demo.yaml PREPARE_DEPS=$(DEMO_DATA)
-	$(MAKE) --no-print-directory vocab CONFIG=configs/demo.yaml
-	$(MAKE) --no-print-directory init-model CONFIG=configs/demo.yaml INIT_MODEL_DEPS=runs/demo/vocab/manifest.json
-	$(MAKE) --no-print-directory segment CONFIG=configs/demo.yaml SEGMENT_DEPS=runs/demo/base-model/manifest.json
+	$(MAKE) --no-print-directory extend-vocab CONFIG=configs/demo.yaml EXTEND_VOCAB_DEPS=runs/demo_general/pretrain/manifest.json
+	$(MAKE) --no-print-directory segment CONFIG=configs/demo.yaml SEGMENT_DEPS=runs/demo/extended-model/manifest.json
 	$(MAKE) --no-print-directory pretrain CONFIG=configs/demo.yaml
 	$(MAKE) --no-print-directory report CONFIG=configs/demo.yaml
 
@@ -93,4 +100,4 @@ docs: | $(STAMP)
 	$(VENV)/bin/python -m workbench.config README.md
 
 clean-demo:
-	rm -rf runs/demo corpora/demo
+	rm -rf runs/demo runs/demo_general corpora/demo

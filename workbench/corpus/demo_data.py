@@ -289,7 +289,7 @@ def split_of(text: str, seed: int, dev_fraction: float, test_fraction: float) ->
     Hashing the text (not the row index) puts identical texts in the same split, so a
     duplicated review can never leak from train into test.
     """
-    return ("train", "dev", "test")[split_index(text, seed, dev_fraction, test_fraction)]
+    return ("train", "dev", "test")[split_index(text, seed, dev_fraction, test_fraction, purpose="demo-data")]
 
 
 def _write_atomic(path: Path, lines: Iterable[str]) -> None:

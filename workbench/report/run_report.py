@@ -9,6 +9,7 @@ It reads manifests only, so it is instant and works for any mix of finished stag
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +23,38 @@ def _scalars(d: dict[str, Any]) -> str:
                      if isinstance(v, (int, float, str)) and not isinstance(v, bool))
 
 
+def _upstream_models(manifests: list[tuple[dict, Path]], run: Path) -> list[Path]:
+    """Stage outputs of OTHER runs this run started from (a `model` input that is a stage
+    output directory, e.g. the demo's general model), followed transitively."""
+    seen: list[Path] = []
+    todo = [m for m, _ in manifests]
+    while todo:
+        m = todo.pop()
+        for inp in m.get("inputs", []):
+            model = Path(str(inp.get("model") or ""))
+            if str(model) and (model / MANIFEST).is_file() and model.resolve().parent != run.resolve() \
+                    and model not in seen:
+                seen.append(model)
+                todo.append(read_manifest(model))
+    return seen
+
+
 def build_report(run: Path) -> str:
     stage_dirs = sorted(p.parent for p in run.glob(f"*/{MANIFEST}"))
     if not stage_dirs:
         raise StageInputError(f"report: {run} holds no stage output (no */{MANIFEST}); run a stage first, e.g. `make prepare`")
     manifests = sorted(((read_manifest(d), d) for d in stage_dirs), key=lambda md: md[0].get("created", ""))
-    lines = [f"# Run report: `{run}`", "", "| stage | finished (UTC) | wall time | output |", "|---|---|---|---|"]
+    upstream = _upstream_models(manifests, run)
+    manifests = sorted([(read_manifest(d), d) for d in upstream], key=lambda md: md[0].get("created", "")) + manifests
+    lines = [f"# Run report: `{run}`", ""]
+    if upstream:
+        lines += [f"Started from {', '.join(f'`{u}`' for u in upstream)} (another run's output; its stages are "
+                  "listed first).", ""]
+    lines += ["| stage | finished (UTC) | wall time | output |", "|---|---|---|---|"]
     for m, d in manifests:
         lines.append(f"| {m['stage']} | {m.get('created', '?')} | {m.get('wall_time_s', 0):.1f} s | `{d}` |")
     for m, d in manifests:
-        lines += ["", f"## {m['stage']}", ""]
+        lines += ["", f"## {m['stage']}" + ("" if d.parent.resolve() == run.resolve() else f" (`{d}`)"), ""]
         counts = m.get("counts", {})
         if counts:
             lines.append(f"- counts: {_scalars(counts)}")
@@ -40,9 +63,11 @@ def build_report(run: Path) -> str:
                     lines.append(f"- {key.replace('_', ' ')}: {_scalars(value)}")
         if m.get("metrics"):
             lines.append(f"- metrics: {_scalars(m['metrics'])}")
-        for extra in ("rejects.jsonl", "duplicates.jsonl"):
+        for extra in ("rejects.jsonl", "duplicates.jsonl", "new_tokens.tsv"):
             if (d / extra).exists():
                 lines.append(f"- {extra}: `{d / extra}`")
+        for png in sorted(d.glob("*.png")):
+            lines.append(f"- {png.stem.replace('_', ' ')}:\n\n  ![{png.stem}]({os.path.relpath(png, run)})\n")
         lines.append(f"- manifest: `{d / MANIFEST}` (config, input hashes, versions)")
     return "\n".join(lines) + "\n"
 

@@ -16,7 +16,7 @@ Output directory (atomic):
     tokenizer.json, tokenizer_config.json, vocab.txt   the extended tokenizer
     new_tokens.tsv                   token, source, count, row, placement, added_token, old pieces
     manifest.json                    candidates per source, placements, tokens/char and [UNK]
-                                     rate before → after on the valid split, vocab hash
+                                     rate before → after (valid split, or train if valid has < 1000 docs), vocab hash
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ def run(cfg: ExtendVocabConfig) -> dict[str, Any]:
     new_tok, rows = extended_tokenizer(tok, placed)
     init_rows(model, placed, tok.unk_token_id)
 
-    sample_split = dd["valid"] if "valid" in dd and len(dd["valid"]) else train
+    # Before/after figures on held-out text when there is enough of it, else on train.
+    sample_split = dd["valid"] if "valid" in dd and len(dd["valid"]) >= 1000 else train
     sample = sample_split.select(range(min(_STATS_DOCS, len(sample_split))))["text"]
     before, after = tokenization_stats(sample, tok), tokenization_stats(sample, new_tok)
 
