@@ -183,3 +183,65 @@ def test_resume_refuses_changed_training_settings(chain, tmp_path):
     # cadence may change; resume=false starts over
     _pretrain(chain, out, "max_steps=4", "save_steps=4", "eval_steps=4", "batch_size=8")
     _pretrain(chain, out, "max_steps=4", "save_steps=2", "eval_steps=2", "batch_size=8", "lr=5e-4", "resume=false")
+
+
+def test_resume_refuses_a_damaged_checkpoint_and_says_which_one_to_delete(chain, tmp_path):
+    out = tmp_path / "p"
+    _pretrain(chain, out, "max_steps=4", "save_steps=2", "eval_steps=2", "batch_size=8", "save_total_limit=3")
+    ckpts = out.parent / "p-checkpoints"
+    weights = ckpts / "checkpoint-4" / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])  # a crash or a full disk while saving
+    with pytest.raises(StageInputError, match=r"(?s)checkpoint-4, it is damaged.*model.safetensors: .*truncated"
+                                              r".*delete .*checkpoint-4 to resume from checkpoint-2"):
+        _pretrain(chain, out, "max_steps=4", "save_steps=2", "eval_steps=2", "batch_size=8", "save_total_limit=3")
+    (ckpts / "checkpoint-4" / "optimizer.pt").write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(StageInputError, match=r"optimizer.pt: not a complete torch.save archive"):
+        _pretrain(chain, out, "max_steps=4", "save_steps=2", "eval_steps=2", "batch_size=8", "save_total_limit=3")
+    # The fix the message gives works: without the damaged checkpoint the run resumes from step 2.
+    import shutil
+
+    shutil.rmtree(ckpts / "checkpoint-4")
+    m = _pretrain(chain, out, "max_steps=4", "save_steps=2", "eval_steps=2", "batch_size=8", "save_total_limit=3")
+    assert m["resumed_from"].endswith("checkpoint-2") and m["counts"]["steps"] == 4
+
+
+def test_deepspeed_config_typos_are_caught_before_training(chain, tmp_path):
+    ds = json.loads((REPO / "configs" / "deepspeed" / "zero2.json").read_text())
+    ds["zero_optimisation"] = ds.pop("zero_optimization")
+    ds["bf16"]["enabeld"] = True  # inside a section DeepSpeed validates itself; not ours to check
+    bad = tmp_path / "ds.json"
+    bad.write_text(json.dumps(ds))
+    with pytest.raises(StageInputError, match=r"'zero_optimisation' is not a DeepSpeed setting.*did you mean "
+                                              r"'zero_optimization'"):
+        _pretrain(chain, tmp_path / "p", "max_steps=1", f"deepspeed={bad}")
+    ds = json.loads((REPO / "configs" / "deepspeed" / "zero3.json").read_text())
+    ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_sav"] = True
+    bad.write_text(json.dumps(ds))
+    with pytest.raises(StageInputError, match=r"zero_optimization.stage3_gather_16bit_weights_on_model_sav is not a "
+                                              r"ZeRO setting; did you mean 'stage3_gather_16bit_weights_on_model_save'"):
+        _pretrain(chain, tmp_path / "p", "max_steps=1", f"deepspeed={bad}")
+    bad.write_text('{"train_batch_size": "auto",\n  "fp16": {"enabled": "auto"},}')
+    with pytest.raises(StageInputError, match=r"ds.json, line 2 column 31: not valid JSON"):
+        _pretrain(chain, tmp_path / "p", "max_steps=1", f"deepspeed={bad}")
+    with pytest.raises(StageInputError, match=r"deepspeed config .*missing.json not found"):
+        _pretrain(chain, tmp_path / "p", "max_steps=1", f"deepspeed={tmp_path / 'missing.json'}")
+
+
+def test_missing_model_and_a_checkpoint_without_mlm_head(chain, tmp_path, caplog):
+    from transformers import BertModel
+
+    from workbench.stages.pretrain import run as pretrain
+
+    with pytest.raises(StageInputError, match=r"model '.*no-such-model' is not a directory"):
+        pretrain(_cfg("pretrain", f"run={chain}", f"model={tmp_path / 'no-such-model'}", f"output={tmp_path / 'x'}"))
+    # An encoder-only checkpoint (BertModel): trains, but loudly, and the manifest says so.
+    headless = tmp_path / "headless"
+    BertModel.from_pretrained(chain / "base-model").save_pretrained(headless)
+    for f in (chain / "base-model").glob("tokenizer*"):
+        (headless / f.name).write_bytes(f.read_bytes())
+    with caplog.at_level("WARNING"):
+        m = pretrain(_cfg("pretrain", f"run={chain}", f"model={headless}", f"output={tmp_path / 'p'}", "max_steps=1",
+                          "batch_size=4"))
+    assert m["mlm_head_reinitialised"] is True and m["mlm_head_missing_keys"]
+    assert "NEWLY INITIALISED" in caplog.text

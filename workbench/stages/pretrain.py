@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from workbench.config import PretrainConfig
+from workbench.deepspeed_config import check_deepspeed_config
 from workbench.errors import StageInputError
 from workbench.manifest import MANIFEST, atomic_output_dir, require_stage_output, sha256_file, write_manifest
 from workbench.masking.collator import IGNORE_INDEX, MaskingCollator
@@ -156,6 +157,55 @@ def planned_steps(cfg: PretrainConfig, train_blocks: int, world_size: int = 1) -
     return math.ceil(cfg.epochs * max(math.ceil(batches / cfg.grad_accum), 1))
 
 
+def _file_problem(path: Path) -> str | None:
+    """Why a checkpoint file cannot be loaded (truncated / not the format), without reading
+    its data: safetensors' header gives the byte length the tensors need; torch.save files
+    are zip archives whose central directory sits at the very end."""
+    import struct
+    import zipfile
+
+    size = path.stat().st_size
+    if path.suffix == ".safetensors":
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"{size} bytes, too short for a safetensors header"
+            n = struct.unpack("<Q", head)[0]
+            if n > size - 8:
+                return "the safetensors header runs past the end of the file (truncated)"
+            try:
+                header = json.loads(f.read(n))
+            except ValueError:
+                return "the safetensors header is not valid JSON (corrupted)"
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        if 8 + n + end > size:
+            return f"{size:,} bytes but the tensors need {8 + n + end:,} (truncated)"
+    elif path.suffix in (".pt", ".pth", ".bin"):
+        if not zipfile.is_zipfile(path):
+            return "not a complete torch.save archive (truncated or overwritten)"
+    elif path.suffix == ".json":
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            return "not valid JSON (truncated or corrupted)"
+    return None
+
+
+def check_checkpoint_files(checkpoint: Path) -> None:
+    """Refuse to resume from a checkpoint with a damaged file (a crash or full disk while it
+    was written), naming the file and the way out, instead of a stack trace from deep inside
+    torch.load mid-restore."""
+    problems = [f"{p.relative_to(checkpoint)}: {why}" for p in sorted(checkpoint.rglob("*"))
+                if p.is_file() and (why := _file_problem(p))]
+    if problems:
+        older = sorted((int(p.name.split("-")[1]), p) for p in checkpoint.parent.glob("checkpoint-*")
+                       if p.name.split("-")[1].isdigit() and p != checkpoint)
+        way = (f"delete {checkpoint} to resume from {older[-1][1].name}, " if older else f"delete {checkpoint}, ")
+        raise StageInputError(f"pretrain: cannot resume from {checkpoint}, it is damaged:\n"
+                              + "\n".join(f"  - {p}" for p in problems)
+                              + f"\n  fix: {way}or pass resume=false to start over")
+
+
 def _checkpoint_step(checkpoint: Path) -> int:
     return int(json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
 
@@ -202,8 +252,8 @@ def run(cfg: PretrainConfig, *, callbacks: list | None = None) -> dict[str, Any]
             f"  model tokenizer:   {cfg.model} (vocab sha256 {model_vocab})\n"
             f"  fix: re-run `workbench segment model={cfg.model} ...` so the ids match this model, "
             "or point model= at the model segment used")
-    if cfg.deepspeed and not Path(cfg.deepspeed).is_file():
-        raise StageInputError(f"pretrain: deepspeed config {cfg.deepspeed} not found (see configs/deepspeed/)")
+    if cfg.deepspeed:
+        check_deepspeed_config(cfg.deepspeed, needed_by="pretrain")  # before the (slow) model load
     dd = datasets.load_from_disk(str(in_dir / "dataset"))
     if "train" not in dd or len(dd["train"]) == 0:
         raise StageInputError(f"pretrain: {in_dir}/dataset has no train blocks; re-run prepare/segment with more text")
@@ -224,6 +274,7 @@ def run(cfg: PretrainConfig, *, callbacks: list | None = None) -> dict[str, Any]
     resume_from = latest_checkpoint(ckpt_dir) if cfg.resume and ckpt_dir.is_dir() else None
     if resume_from is not None:
         _check_resume_config(ckpt_dir, cfg)
+        check_checkpoint_files(resume_from)
     if not cfg.resume and ckpt_dir.exists():
         log.warning("pretrain: resume=false: deleting the old checkpoints in %s", ckpt_dir)
         shutil.rmtree(ckpt_dir)
