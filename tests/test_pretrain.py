@@ -45,6 +45,7 @@ def test_tiny_model_learns_and_writes_a_plain_hf_model(chain, tmp_path):
     assert x["eval_perplexity"] == pytest.approx(np.exp(x["eval_loss"]))
     assert 0.0 <= x["eval_masked_accuracy"] <= 1.0
     assert m["mlm_head_reinitialised"] is False
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["BertForMaskedLM"]
     assert m["tokenizer"]["vocab_sha256"] == json.loads((chain / "segmented" / "manifest.json").read_text())[
         "tokenizer"]["vocab_sha256"]
     assert (out / "loss.png").stat().st_size > 1000
@@ -245,3 +246,32 @@ def test_missing_model_and_a_checkpoint_without_mlm_head(chain, tmp_path, caplog
                           "batch_size=4"))
     assert m["mlm_head_reinitialised"] is True and m["mlm_head_missing_keys"]
     assert "NEWLY INITIALISED" in caplog.text
+
+
+def test_sparse_mlm_head_gives_the_dense_loss_and_gradients():
+    """The sparse head is a pure speed lever: same loss and gradients as BertForMaskedLM,
+    the plain forward in eval mode, and switching back restores the plain class."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    from workbench.modeling import set_sparse_mlm_head
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    dense = BertForMaskedLM(cfg).train()
+    sparse = BertForMaskedLM(cfg).train()
+    sparse.load_state_dict(dense.state_dict())
+    set_sparse_mlm_head(sparse, True)
+    x = torch.randint(5, 300, (3, 16))
+    labels = torch.full_like(x, -100)
+    labels[:, 2::4] = x[:, 2::4]
+    a, b = dense(input_ids=x, labels=labels), sparse(input_ids=x, labels=labels)
+    assert b.logits.shape == (int((labels != -100).sum()), 300)
+    assert torch.allclose(a.loss, b.loss, atol=1e-6)
+    a.loss.backward(), b.loss.backward()
+    for (name, p), q in zip(dense.named_parameters(), sparse.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6), name
+    sparse.eval()
+    assert sparse(input_ids=x, labels=labels).logits.shape == (3, 16, 300)
+    set_sparse_mlm_head(sparse, False)
+    assert type(sparse) is BertForMaskedLM

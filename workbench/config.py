@@ -501,6 +501,8 @@ class PretrainConfig(StageConfig):
     """Path to a DeepSpeed JSON config (e.g. configs/deepspeed/zero2.json), passed to the Trainer; launch with `deepspeed`/`accelerate launch`."""
     dataloader_workers: int = 0
     """DataLoader worker processes for collating (masking) batches; 0 = in the training process."""
+    sparse_mlm_head: bool = True
+    """Run the MLM head (H x vocab decoder) only at the labelled ~15% of positions in training steps: same loss, less compute; evaluation and the saved model are plain BertForMaskedLM."""
 
     def checkpoints_path(self) -> Path:
         """Persistent checkpoints beside the (atomically written) output: `<output>-checkpoints`."""

@@ -43,3 +43,51 @@ def load_masked_lm(model: str, *, needed_by: str):
                     "pretraining starts from a random head. Use a checkpoint saved with its MLM head (BertForMaskedLM/"
                     "BertForPreTraining).", needed_by, model, ", ".join(head_missing[:3]))
     return m, head_missing
+
+
+def _sparse_head_class():
+    """BertForMaskedLM whose forward, given labels, runs the MLM head only at labelled positions."""
+    import torch
+    from transformers import BertForMaskedLM
+    from transformers.modeling_outputs import MaskedLMOutput
+
+    class BertForMaskedLMSparseHead(BertForMaskedLM):
+        """Same parameters and loss as BertForMaskedLM; cheaper forward when `labels` is given.
+
+        BERT's MLM head (dense H x H + LayerNorm + decoder H x V, V = 21,128) is the largest
+        single matmul of bert-base at seq 128 and runs on every position, though only the
+        ~15% labelled ones enter the loss. Here the encoder output is gathered at
+        labels != -100 first: logits are [N, V] for the N labelled tokens (row-major over the
+        batch), not [B, L, V]. The loss is the same mean cross-entropy over those tokens.
+        Without labels (inference, fill-mask) it is the plain forward."""
+
+        def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                    inputs_embeds=None, labels=None, **kwargs):
+            if labels is None or not self.training:
+                return super().forward(input_ids=input_ids, attention_mask=attention_mask,
+                                       token_type_ids=token_type_ids, position_ids=position_ids,
+                                       inputs_embeds=inputs_embeds, labels=labels, **kwargs)
+            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                               position_ids=position_ids, inputs_embeds=inputs_embeds, return_dict=True)[0]
+            labelled = labels != -100                      # [B, L]
+            logits = self.cls(hidden[labelled])             # [N, V]
+            if logits.shape[0] == 0:  # no labelled token in the batch: zero loss, graph kept
+                loss = logits.sum() + hidden.sum() * 0.0
+            else:
+                loss = torch.nn.functional.cross_entropy(logits.float(), labels[labelled])
+            return MaskedLMOutput(loss=loss, logits=logits)
+
+    return BertForMaskedLMSparseHead
+
+
+def set_sparse_mlm_head(model, on: bool) -> None:
+    """Switch a BertForMaskedLM between the plain class and the sparse-head subclass in place
+    (no weights change: the subclass adds only a forward). Switched back before saving, so
+    the checkpoint's config names BertForMaskedLM and loads anywhere."""
+    from transformers import BertForMaskedLM
+
+    if not isinstance(model, BertForMaskedLM):
+        if on:
+            log.warning("sparse MLM head: %s is not a BertForMaskedLM; using its own forward", type(model).__name__)
+        return
+    model.__class__ = _sparse_head_class() if on else BertForMaskedLM

@@ -49,7 +49,7 @@ from workbench.deepspeed_config import check_deepspeed_config
 from workbench.errors import StageInputError
 from workbench.manifest import MANIFEST, atomic_output_dir, require_stage_output, sha256_file, write_manifest
 from workbench.masking.collator import IGNORE_INDEX, MaskingCollator
-from workbench.modeling import load_masked_lm
+from workbench.modeling import load_masked_lm, set_sparse_mlm_head
 from workbench.vocab.tokenizer import load_tokenizer, vocab_fingerprint
 
 log = logging.getLogger("workbench.pretrain")
@@ -265,6 +265,7 @@ def run(cfg: PretrainConfig, *, callbacks: list | None = None) -> dict[str, Any]
 
     # 2. The model; its MLM head must be continued, not re-initialised.
     model, head_missing = load_masked_lm(cfg.model, needed_by="pretrain")
+    set_sparse_mlm_head(model, cfg.sparse_mlm_head)
     if model.config.vocab_size < len(tok):
         raise StageInputError(f"pretrain: model '{cfg.model}' has vocab_size {model.config.vocab_size} but its "
                               f"tokenizer {len(tok)} tokens")
@@ -394,12 +395,14 @@ def run(cfg: PretrainConfig, *, callbacks: list | None = None) -> dict[str, Any]
         "last_train_loss_step": train_logs[-1]["step"] if train_logs else None,
     }
     if not trainer.is_world_process_zero():
+        set_sparse_mlm_head(trainer.model, False)
         # Other ranks take part in save_model (ZeRO-3 gathers the shards from every rank) but
         # write nothing; only rank 0 writes the output directory.
         trainer.save_model(str(ckpt_dir / f"not-written-rank{trainer.args.process_index}"))
         shutil.rmtree(ckpt_dir / f"not-written-rank{trainer.args.process_index}", ignore_errors=True)
         return {"stage": "pretrain", "rank": trainer.args.process_index, "metrics": metrics, "counts": counts}
     with atomic_output_dir(out_dir) as tmp:
+        set_sparse_mlm_head(trainer.model, False)  # config.json names BertForMaskedLM
         trainer.save_model(str(tmp))  # save_pretrained (safetensors) + tokenizer; gathers ZeRO-3 shards
         tok.save_pretrained(str(tmp))
         (tmp / "metrics.json").write_text(json.dumps({"final": metrics, "log_history": history}, indent=2) + "\n",
