@@ -275,3 +275,20 @@ def test_sparse_mlm_head_gives_the_dense_loss_and_gradients():
     assert sparse(input_ids=x, labels=labels).logits.shape == (3, 16, 300)
     set_sparse_mlm_head(sparse, False)
     assert type(sparse) is BertForMaskedLM
+
+
+def test_bf16_on_cpu_and_early_stopping_keep_the_best_checkpoint(chain, tmp_path):
+    """precision=bf16 runs on CPU (autocast); a learning rate that makes eval loss worse
+    stops the run after `early_stopping_patience` evaluations, and the best one is kept."""
+    out = tmp_path / "p"
+    m = _pretrain(chain, out, "max_steps=40", "batch_size=8", "eval_steps=2", "save_steps=2", "logging_steps=1",
+                  "early_stopping_patience=1", "precision=bf16", "lr=0.5", "warmup_ratio=0", "save_total_limit=1")
+    assert m["precision"] == "bf16"
+    assert m["counts"]["steps"] < 40  # stopped early
+    history = json.loads((out / "metrics.json").read_text())["log_history"]
+    evals = [h["eval_loss"] for h in history if "eval_loss" in h][:-1]  # the last is the final evaluation
+    best_step = int(Path(m["metrics"]["best_checkpoint"]).name.split("-")[1])
+    assert min(evals) == pytest.approx(next(h["eval_loss"] for h in history if h.get("step") == best_step
+                                            and "eval_loss" in h))
+    # load_best_model_at_end: the final evaluation is the best checkpoint's
+    assert m["metrics"]["eval_loss"] == pytest.approx(min(evals), rel=1e-3)
