@@ -122,12 +122,14 @@ def _pieces(doc: Doc, cap: int) -> list[tuple[int, int]]:
     n = len(doc)
     if n <= cap:
         return [(0, n)] if n else []
-    word_starts = np.flatnonzero(np.r_[True, doc.word[1:] != doc.word[:-1]])
-    after_sent = np.flatnonzero(doc.sent) + 1
+    is_start = np.r_[True, doc.word[1:] != doc.word[:-1]]
+    word_starts = np.flatnonzero(is_start)
+    after_sent = np.flatnonzero(doc.sent[:-1]) + 1  # the token after a sentence end (never n)
+    after_sent = after_sent[is_start[after_sent]]   # ... when it starts a word
     out, s = [], 0
     while n - s > cap:
         limit = s + cap
-        sent = after_sent[(after_sent > s + cap // 2) & (after_sent <= limit) & np.isin(after_sent, word_starts)]
+        sent = after_sent[(after_sent > s + cap // 2) & (after_sent <= limit)]
         if len(sent):
             cut = int(sent[-1])
         else:

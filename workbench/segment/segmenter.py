@@ -15,6 +15,7 @@ and the Rust object cannot be pickled.
 from __future__ import annotations
 
 import os
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Any
 
@@ -114,9 +115,11 @@ class Segmenter:
         if getattr(self, "_type_ids_key", None) != key:
             self._type_ids = {w: type_index[t] for w, t in self.entities.items() if t in type_index}
             self._type_ids_key = key
-        get = self._type_ids.get
         n = sum(map(len, words))
-        return words, np.fromiter((get(w, -1) for ws in words for w in ws), dtype=np.int16, count=n)
+        # map(dict.get, words, repeat(-1)) runs the lookups without a Python frame per word
+        # (2x a generator expression over the ~800k words of a 1.4 Mchar batch).
+        ids = map(self._type_ids.get, chain.from_iterable(words), repeat(-1, n))
+        return words, np.fromiter(ids, dtype=np.int16, count=n)
 
     def cut_with_entities(self, text: str) -> tuple[list[str], list[str | None]]:
         """Words, and each word's entity type or None."""
