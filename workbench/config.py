@@ -555,6 +555,230 @@ class ReportConfig(Section):
     """Run directory to summarise."""
 
 
+class TaskDataConfig(Section):
+    """How the finetune / evaluate stages read labelled files."""
+
+    format: Literal["auto", "tsv", "csv", "jsonl", "conll"] = "auto"
+    """File format. auto: .jsonl/.json → jsonl, .csv → csv; otherwise tsv for text tasks and CoNLL (`char tag` per line) for tagging."""
+    text_column: str = "text"
+    """Column (or JSON key) with the text; a 0-based index with `header: false`. Tagging JSONL (CLUENER): the text key."""
+    text_pair_column: str = "text_b"
+    """pair: column with the second text."""
+    label_column: str = "label"
+    """Column (or JSON key) with the label(s). Tagging JSONL: the key with the `{TYPE: {mention: [[s, e]]}}` entities."""
+    header: bool = True
+    """tsv/csv: the first line names the columns."""
+    delimiter: str | None = None
+    """tsv/csv field delimiter; default tab / comma (tsv may use a multi-character one such as `|,|`)."""
+    label_delimiter: str = ","
+    """multilabel: labels in one cell are split on this (a JSON list works too)."""
+    repair: bool = False
+    """Tagging: read invalid tag sequences (an I-X that continues nothing, an unclosed BIOES entity) as the nearest valid ones, counted in the manifest, instead of stopping."""
+    encoding: str = "utf-8"
+    """Text encoding of the files."""
+
+
+class FinetuneConfig(StageConfig):
+    """Fine-tune a BERT for classification, sentence pairs, multi-label or character tagging (NER)."""
+
+    output_dir_name: typing.ClassVar[str] = "finetune"
+
+    task: Literal["classification", "pair", "multilabel", "tagging"] = "classification"
+    """classification: one label per text; pair: one label per text pair; multilabel: 0..n labels per text; tagging: BIO/BIOES/BMES tags per character (NER)."""
+    model: str | None = None
+    """Model directory (init-model / pretrain output, or any BERT save_pretrained dir) or hub id to start from."""
+    train: str | None = None
+    """Labelled train file; the label map is built from it."""
+    valid: str | None = None
+    """Labelled validation file: evaluated every epoch, picks the best epoch."""
+    test: str | None = None
+    """Optional labelled test file, evaluated once with the best model."""
+    data: TaskDataConfig = TaskDataConfig()
+    """Columns and format of the labelled files."""
+    unknown_labels: Literal["error", "map", "drop"] = "error"
+    """A valid/test label not seen in train: error, map it to `unknown_label_to`, or drop it (the record; in multilabel/tagging only that label/entity), counted."""
+    unknown_label_to: str | None = None
+    """With unknown_labels=map: the train label to map to."""
+    max_length: int = 128
+    """Tokens per model input, [CLS]/[SEP] included. Longer texts are truncated (classification, counted) or cut into sliding windows (tagging)."""
+    truncation: Literal["head", "head_tail"] = "head"
+    """Classification: keep the first tokens, or `head_tokens` from the start and the rest from the end."""
+    head_tokens: int | None = None
+    """head_tail: tokens kept from the start; default a quarter of the budget."""
+    window_overlap: int | None = None
+    """Tagging: tokens shared by consecutive windows (>= 2); default a quarter of the window."""
+    scheme: Literal["bio", "bioes"] = "bio"
+    """Tagging: tags the model predicts (files in BIO, BIOES or BMES are converted)."""
+    crf: bool = False
+    """Tagging: a linear-chain CRF with BIO/BIOES transition constraints on top of the emissions; Viterbi decoding."""
+    crf_lr: float = 1e-3
+    """Learning rate of the CRF's transition scores (they start near zero and need more than the encoder's lr)."""
+    metric: Literal["auto", "accuracy", "macro_f1"] = "auto"
+    """Metric that picks the best epoch. auto: accuracy (classification, pair), micro F1 (multilabel), entity F1 (tagging); macro_f1 only for classification/pair."""
+    threshold: float = 0.5
+    """multilabel: a label is predicted when its probability is at least this."""
+    freeze_layers: int | None = None
+    """Freeze the embeddings and all but the last N encoder layers (0: train only the head); null trains everything."""
+    epochs: int = 3
+    """Passes over the train data; valid is evaluated after each."""
+    max_steps: int = -1
+    """Optimizer steps to train; > 0 overrides `epochs` (valid is still evaluated per epoch and at the end)."""
+    batch_size: int = 32
+    """Examples (tagging: windows) per optimizer step."""
+    eval_batch_size: int = 64
+    """Examples per forward pass when evaluating and predicting."""
+    lr: float = 2e-5
+    """Peak learning rate (AdamW) of the encoder and head."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (not on biases, LayerNorm weights and the CRF)."""
+    warmup_ratio: float = 0.1
+    """Share of the steps spent warming the learning rate up linearly from 0."""
+    early_stopping_patience: int | None = None
+    """Stop after this many epochs without a better valid metric; null = off. The best epoch's weights are kept either way."""
+    seeds: list[int] = []
+    """Train once per seed (e.g. [1, 2, 3]) and report mean ± std of the valid/test metrics; the model of the seed with the best valid metric is saved. Empty: one run with `seed`."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Mixed precision (fp16 needs a GPU; on CPU it falls back to fp32)."""
+    logging_steps: int = 50
+    """Log the train loss every this many steps."""
+
+    def output_path(self) -> Path:
+        return Path(self.output) if self.output else Path(self.run) / f"finetune-{self.task}"
+
+    def main_metric(self) -> str:
+        if self.metric != "auto":
+            return self.metric
+        return {"classification": "accuracy", "pair": "accuracy", "multilabel": "micro_f1", "tagging": "f1"}[self.task]
+
+    def problems(self) -> list[str]:
+        out = []
+        for name in ("model", "train", "valid"):
+            if not getattr(self, name):
+                out.append(f"{name}: required; pass {name}=PATH")
+        if self.task == "tagging":
+            if self.data.format in ("tsv", "csv"):
+                out.append(f"data.format: '{self.data.format}' is not a tagging format; use conll, jsonl or auto")
+        else:
+            if self.data.format == "conll":
+                out.append(f"data.format: conll is for task=tagging, not {self.task}")
+            if self.crf:
+                out.append(f"crf: only for task=tagging (task is {self.task})")
+        if self.metric == "macro_f1" and self.task not in ("classification", "pair"):
+            out.append(f"metric: macro_f1 picks among single-label classes; task {self.task} uses metric=auto")
+        if self.metric == "accuracy" and self.task not in ("classification", "pair"):
+            out.append(f"metric: accuracy is for classification/pair; task {self.task} uses metric=auto")
+        if self.unknown_labels == "map" and not self.unknown_label_to:
+            out.append("unknown_label_to: required with unknown_labels=map (a train label)")
+        if self.max_length < 8:
+            out.append(f"max_length: must be at least 8 (got {self.max_length})")
+        if self.window_overlap is not None and not 2 <= self.window_overlap < self.max_length - 2 - 1:
+            out.append(f"window_overlap: must be >= 2 and below the window ({self.max_length - 2} tokens) minus one")
+        if self.head_tokens is not None and not 0 <= self.head_tokens <= self.max_length - 2:
+            out.append(f"head_tokens: must be in [0, max_length - 2]")
+        if self.max_steps <= 0 and self.epochs <= 0:
+            out.append("epochs and max_steps are both <= 0: nothing to train")
+        for name in ("batch_size", "eval_batch_size", "logging_steps"):
+            if getattr(self, name) < 1:
+                out.append(f"{name}: must be >= 1")
+        if self.lr <= 0 or self.crf_lr <= 0:
+            out.append("lr and crf_lr must be > 0")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            out.append(f"warmup_ratio: must be in [0, 1) (got {self.warmup_ratio})")
+        if not 0.0 < self.threshold < 1.0:
+            out.append(f"threshold: must be in (0, 1) (got {self.threshold})")
+        if self.freeze_layers is not None and self.freeze_layers < 0:
+            out.append("freeze_layers: must be >= 0 or null")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            out.append("early_stopping_patience: must be >= 1 or null")
+        if len(set(self.seeds)) != len(self.seeds):
+            out.append(f"seeds: duplicates in {self.seeds}")
+        return out
+
+
+class ExportConfig(StageConfig):
+    """Package a finetune output as a plain transformers directory with a model card and label maps."""
+
+    output_dir_name: typing.ClassVar[str] = "export"
+
+    input: str | None = None
+    """A `finetune` output directory; default `<run>/finetune-<task>` of the one finetune in the run."""
+    name: str | None = None
+    """Model name for the card's title; default the output directory's name."""
+
+    def input_path(self) -> Path:
+        if self.input:
+            return Path(self.input)
+        found = sorted(Path(self.run).glob("finetune-*"))
+        return found[0] if len(found) == 1 else Path(self.run) / "finetune-classification"
+
+    def output_path(self) -> Path:
+        if self.output:
+            return Path(self.output)
+        return Path(self.run) / "export" / self.input_path().name.removeprefix("finetune-")
+
+
+class PredictConfig(Section):
+    """Predict with a finetune/export directory: labels, multi-labels or entities as JSONL."""
+
+    model: str | None = None
+    """A `finetune` or `export` output directory."""
+    input: str = "-"
+    """Texts: `-` (stdin), a .txt file (one text per line), or tsv/csv/jsonl with a text column."""
+    output: str = "-"
+    """JSONL output file, or `-` for stdout."""
+    format: Literal["auto", "txt", "tsv", "csv", "jsonl"] = "auto"
+    """Input format; auto decides by extension (stdin: txt)."""
+    text_column: str = "text"
+    """tsv/csv/jsonl: the text column."""
+    text_pair_column: str = "text_b"
+    """pair models: the second text's column (tsv/csv/jsonl), or the part after a tab (txt)."""
+    top_k: int = 3
+    """classification/pair: how many labels with scores to list per text."""
+    batch_size: int = 64
+    """Texts (tagging: windows) per forward pass."""
+    threshold: float | None = None
+    """multilabel: override the threshold the model was trained with."""
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.model:
+            out.append("model: required; pass model=DIR (a finetune or export output)")
+        if self.top_k < 1 or self.batch_size < 1:
+            out.append("top_k and batch_size must be >= 1")
+        if self.threshold is not None and not 0.0 < self.threshold < 1.0:
+            out.append("threshold: must be in (0, 1)")
+        return out
+
+
+class EvaluateConfig(StageConfig):
+    """Evaluate a finetune/export directory on a labelled file: metrics, report, confusion matrix, worst errors."""
+
+    output_dir_name: typing.ClassVar[str] = "evaluate"
+
+    model: str | None = None
+    """A `finetune` or `export` output directory."""
+    input: str | None = None
+    """Labelled file in the format the model was trained on (see `data`)."""
+    data: TaskDataConfig | None = None
+    """Columns and format of the file; default the ones the model was fine-tuned with."""
+    unknown_labels: Literal["error", "drop"] = "error"
+    """A label the model does not know: error, or drop it (counted)."""
+    batch_size: int = 64
+    """Texts (tagging: windows) per forward pass."""
+    worst: int = 50
+    """Errors written to errors.jsonl (most confident wrong predictions first)."""
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.model:
+            out.append("model: required; pass model=DIR (a finetune or export output)")
+        if not self.input:
+            out.append("input: required; pass input=FILE (a labelled file)")
+        if self.batch_size < 1 or self.worst < 0:
+            out.append("batch_size must be >= 1 and worst >= 0")
+        return out
+
+
 # Command name → config model. The stage's file, config section, CLI subcommand and make
 # target share this name.
 COMMANDS: dict[str, type[Section]] = {
@@ -564,6 +788,10 @@ COMMANDS: dict[str, type[Section]] = {
     "init-model": InitModelConfig,
     "extend-vocab": ExtendVocabConfig,
     "pretrain": PretrainConfig,
+    "finetune": FinetuneConfig,
+    "export": ExportConfig,
+    "predict": PredictConfig,
+    "evaluate": EvaluateConfig,
     "demo-data": DemoDataConfig,
     "report": ReportConfig,
 }

@@ -14,6 +14,10 @@ RUNNERS = {
     "vocab": "workbench.stages.vocab:run",
     "extend-vocab": "workbench.stages.extend_vocab:run",
     "pretrain": "workbench.stages.pretrain:run",
+    "finetune": "workbench.stages.finetune:run",
+    "export": "workbench.stages.export:run",
+    "predict": "workbench.stages.predict:run",
+    "evaluate": "workbench.stages.evaluate:run",
     "demo-data": "workbench.stages.demo_data:run",
     "report": "workbench.report.run_report:run",
 }

@@ -1,0 +1,374 @@
+"""finetune: train a BERT on a labelled task and keep the best epoch.
+
+    workbench finetune task=classification model=runs/demo/pretrain \\
+        train=corpora/demo/reviews/train.tsv valid=corpora/demo/reviews/dev.tsv test=corpora/demo/reviews/test.tsv
+    workbench finetune task=tagging crf=true scheme=bioes model=DIR train=ner/train.txt valid=ner/dev.txt
+
+Tasks: classification (one label per text), pair (one label per text pair), multilabel
+(0..n labels per text), tagging (one tag per character: NER). Readable top to bottom:
+
+  1. read train/valid/test (``tasks.data``; any broken line stops with file:line and a fix),
+     build the label map from train and check valid/test against it (``unknown_labels``);
+  2. encode: classification texts are truncated to `max_length` (counted per split);
+     tagging texts are cut into sliding windows (counted), so nothing is dropped;
+  3. for each seed (`seeds`, or just `seed`): a fresh model from `model` with a new head
+     (+ CRF), HF Trainer; after every epoch the WHOLE valid set is predicted with the same
+     code ``predict`` uses (windows stitched, CRF Viterbi) and scored by the task metric
+     (accuracy / macro-F1, multilabel micro-F1, entity F1); the best epoch's weights are
+     kept in memory, early stopping optional;
+  4. the best model (of the best seed) is scored on valid and test, and written atomically:
+     save_pretrained (safetensors) + tokenizer with config.id2label/label2id, crf.safetensors
+     (tagging with a CRF), task.json (how to run it), labels.json, metrics.json,
+     confusion.png (classification), manifest.json (input hashes, base model, counts).
+
+No Trainer checkpoints are written: the best weights are held in memory (a BERT-base is
+~0.4 GB), and a fine-tuning run is short enough to repeat rather than resume.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workbench.config import FinetuneConfig
+from workbench.errors import InputError
+from workbench.manifest import atomic_output_dir, read_manifest, sha256_file, write_manifest
+from workbench.tasks.heads import TaskSpec, freeze_layers, load_for_finetune, save_crf
+from workbench.tasks.labels import LabelMap, check_labels, infer_label_map
+from workbench.tasks.tags import tag_list
+from workbench.vocab.tokenizer import load_tokenizer
+
+log = logging.getLogger("workbench.finetune")
+
+
+# --------------------------------------------------------------------------- 1. data
+def read_records(path: str, cfg: FinetuneConfig, data=None) -> tuple[list, dict]:
+    """Records of one labelled file, and what the reader repaired (tagging)."""
+    from workbench.tasks.data import read_tagging, read_text_records
+
+    data = data or cfg.data
+    if cfg.task == "tagging":
+        fmt = {"auto": "auto", "jsonl": "jsonl", "conll": "conll"}[data.format]
+        tf = read_tagging(path, format=fmt, repair=data.repair, text_key=data.text_column,
+                          label_key=data.label_column, encoding=data.encoding)
+        return tf.records, {"scheme": tf.scheme, "repaired": tf.repaired, "repairs": tf.repairs[:5]}
+    fmt = data.format if data.format != "conll" else "auto"
+    records = read_text_records(
+        path, text=data.text_column, label=data.label_column,
+        text_pair=data.text_pair_column if cfg.task == "pair" else None,
+        multilabel=cfg.task == "multilabel", label_delimiter=data.label_delimiter, header=data.header,
+        format=fmt, delimiter=data.delimiter, encoding=data.encoding)
+    return records, {}
+
+
+def build_label_map(train: list, cfg: FinetuneConfig) -> LabelMap:
+    lm = infer_label_map(train)
+    source = train[0].source
+    if cfg.task == "tagging" and not lm.labels:
+        raise InputError(source, "the train file has no entities (every tag is O)",
+                         "check the tag column, or the label key of a JSONL file")
+    if cfg.task in ("classification", "pair") and len(lm) < 2:
+        raise InputError(source, f"the train file has only one label {list(lm.labels)}",
+                         "a classifier needs at least two classes in train; check the label column")
+    if cfg.task == "multilabel" and not lm.labels:
+        raise InputError(source, "no record in the train file has a label", "check the label column")
+    return lm
+
+
+# --------------------------------------------------------------------------- 2. features
+def train_features(records: list, spec: TaskSpec, lm: LabelMap, tok) -> tuple[list[dict], dict]:
+    """Model inputs with labels, and the length statistics (truncated texts / windows)."""
+    from workbench.tasks.windows import encode_chars, encode_classification, tagging_windows
+
+    if spec.task == "tagging":
+        tag2id = {t: i for i, t in enumerate(spec.tags)}
+        windows, stats = tagging_windows(encode_chars(tok, [r.text for r in records]), [r.spans for r in records],
+                                         tag2id, scheme=spec.scheme, max_length=spec.max_length,
+                                         overlap=spec.overlap(), cls_id=tok.cls_token_id, sep_id=tok.sep_token_id)
+        feats = [{"input_ids": w.input_ids, "labels": w.labels} for w in windows]
+        return feats, {"texts": len(records), "windows": stats.windows, "texts_split": stats.texts_split,
+                       "lost_entities": stats.lost_entities, "misaligned_entities": stats.misaligned_entities}
+    pairs = [r.text_pair or "" for r in records] if spec.task == "pair" else None
+    enc, truncated = encode_classification(tok, [r.text for r in records], pairs, max_length=spec.max_length,
+                                           strategy=spec.truncation, head=spec.head_tokens)
+    labels = [lm.multi_hot(r.labels) for r in records] if spec.multilabel else [lm.label2id[r.label] for r in records]
+    feats = [{"input_ids": a, "token_type_ids": t, "labels": y}
+             for a, t, y in zip(enc["input_ids"], enc["token_type_ids"], labels)]
+    return feats, {"texts": len(records), "truncated": truncated}
+
+
+# --------------------------------------------------------------------------- 3. training
+def _trainer_class():
+    """Trainer with the CRF's loss and learning rate (defined lazily: importing transformers is slow)."""
+    import torch
+    from transformers import Trainer
+
+    class FinetuneTrainer(Trainer):
+        def __init__(self, *args, crf_lr: float | None = None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.crf_lr = crf_lr
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            crf = getattr(model, "crf", None)
+            if crf is None:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)  # emissions only: BertForTokenClassification without labels
+            loss = crf(outputs.logits, labels, labels != -100, reduction="mean")  # [CLS]/[SEP]/pad left out
+            return (loss, outputs) if return_outputs else loss
+
+        def create_optimizer(self, model=None):
+            if self.optimizer is not None:
+                return self.optimizer
+            model = model or self.model
+            decay, no_decay, crf_params = [], [], []
+            for name, p in model.named_parameters():
+                if not p.requires_grad:
+                    continue
+                if name.startswith("crf."):
+                    crf_params.append(p)
+                elif p.ndim < 2 or "LayerNorm" in name or name.endswith(".bias"):
+                    no_decay.append(p)
+                else:
+                    decay.append(p)
+            groups = [{"params": decay, "weight_decay": self.args.weight_decay},
+                      {"params": no_decay, "weight_decay": 0.0}]
+            if crf_params:
+                groups.append({"params": crf_params, "weight_decay": 0.0, "lr": self.crf_lr})
+            self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.args.learning_rate)
+            return self.optimizer
+
+    return FinetuneTrainer
+
+
+def _eval_callback(evaluate, main: str, patience: int | None, history: list, best: dict):
+    """Scores the valid set after every epoch (and at the end of training if it stopped
+    mid-epoch), keeps the best weights in `best`, stops early after `patience` bad epochs."""
+    from transformers import TrainerCallback
+
+    class EvalEachEpoch(TrainerCallback):
+        bad = 0
+        last_step = -1
+
+        def _evaluate(self, state, control, model):
+            self.last_step = state.global_step
+            metrics = evaluate(model)
+            value = metrics[main]
+            history.append({"epoch": round(state.epoch or 0, 3), "step": state.global_step, main: value,
+                            "train_loss": next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)})
+            log.info("finetune: epoch %.2f step %d valid %s = %.4f", state.epoch or 0, state.global_step, main, value)
+            if best.get("value") is None or value > best["value"]:
+                best.update(value=value, epoch=state.epoch, step=state.global_step,
+                            state={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+                self.bad = 0
+            else:
+                self.bad += 1
+                if patience is not None and self.bad >= patience:
+                    log.info("finetune: no better valid %s for %d epoch(s): stopping early", main, self.bad)
+                    control.should_training_stop = True
+
+        def on_epoch_end(self, args, state, control, model=None, **kwargs):
+            self._evaluate(state, control, model)
+
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            if self.last_step != state.global_step:
+                self._evaluate(state, control, model)
+
+    return EvalEachEpoch()
+
+
+def train_one(cfg: FinetuneConfig, spec: TaskSpec, tok, feats: list[dict], valid: list, seed: int, work: Path):
+    """(model with the best epoch's weights, crf or None, history, best) for one seed."""
+    import torch
+    from transformers import TrainingArguments, set_seed
+
+    from workbench.tasks.crf import CRF
+    from workbench.tasks.inference import evaluate_records, pad_batch
+
+    set_seed(seed)
+    model = load_for_finetune(cfg.model, spec)
+    if spec.crf:
+        model.crf = CRF.for_tags(spec.tags)  # a submodule while training: moved, optimised, in state_dict
+    if cfg.freeze_layers is not None:
+        frozen, total = freeze_layers(model, cfg.freeze_layers)
+        log.info("finetune: froze embeddings + all but the last %d layer(s): %.1f M of %.1f M parameters",
+                 cfg.freeze_layers, frozen / 1e6, total / 1e6)
+    model.accepts_loss_kwargs = False  # the heads return a per-batch mean loss
+    cuda = torch.cuda.is_available()
+    precision = cfg.precision
+    if precision == "fp16" and not cuda:
+        log.warning("finetune: precision=fp16 needs a GPU; training in fp32 on CPU")
+        precision = "fp32"
+    args = TrainingArguments(
+        output_dir=str(work / f"seed-{seed}"),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps if cfg.max_steps > 0 else -1,
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        lr_scheduler_type="linear",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        eval_strategy="no",  # the callback evaluates with the predict code path
+        save_strategy="no",  # best weights are kept in memory
+        logging_strategy="steps",
+        logging_steps=cfg.logging_steps,
+        report_to=[],
+        seed=seed,
+        data_seed=seed,
+        use_cpu=not cuda,
+        remove_unused_columns=False,
+        disable_tqdm=True,
+    )
+    crf_of = lambda m: getattr(m, "crf", None)  # noqa: E731
+    history: list[dict] = []
+    best: dict[str, Any] = {}
+    evaluate = lambda m: evaluate_records(m, crf_of(m), tok, spec, valid, batch_size=cfg.eval_batch_size)[0]  # noqa: E731
+    callback = _eval_callback(evaluate, cfg.main_metric(), cfg.early_stopping_patience, history, best)
+    trainer = _trainer_class()(
+        model=model, args=args, train_dataset=feats, data_collator=lambda b: pad_batch(b, tok.pad_token_id),
+        callbacks=[callback], crf_lr=cfg.crf_lr)
+    trainer.train()
+    model.load_state_dict(best["state"])
+    del best["state"]
+    model.eval()
+    return model, crf_of(model), history, best
+
+
+# --------------------------------------------------------------------------- 4. outputs
+def _mean_std(values: list[float]) -> dict:
+    arr = np.asarray(values, dtype=np.float64)
+    return {"values": [float(v) for v in arr], "mean": float(arr.mean()),
+            "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0}
+
+
+def _input_entry(name: str, path: str | None) -> dict | None:
+    if not path:
+        return None
+    return {"role": name, "path": str(path), "sha256": sha256_file(path)}
+
+
+def run(cfg: FinetuneConfig) -> dict[str, Any]:
+    from workbench.tasks.plots import plot_confusion
+
+    started = time.time()
+    main = cfg.main_metric()
+    # 1. Data and label map.
+    train, train_info = read_records(cfg.train, cfg)
+    valid, valid_info = read_records(cfg.valid, cfg)
+    test, test_info = read_records(cfg.test, cfg) if cfg.test else (None, {})
+    lm = build_label_map(train, cfg)
+    multilabel = cfg.task == "multilabel"
+    label_checks = {}
+    valid, check = check_labels(valid, lm, unknown=cfg.unknown_labels, map_to=cfg.unknown_label_to, multilabel=multilabel)
+    label_checks["valid"] = check.summary()
+    if not valid:
+        raise InputError(cfg.valid, "no valid record is left after dropping labels not in train",
+                         "use a valid file with the train labels")
+    if test is not None:
+        test, check = check_labels(test, lm, unknown=cfg.unknown_labels, map_to=cfg.unknown_label_to, multilabel=multilabel)
+        label_checks["test"] = check.summary()
+    for name, info in (("train", train_info), ("valid", valid_info), ("test", test_info)):
+        if info.get("repaired"):
+            log.warning("finetune: %s: repaired %d invalid tag(s), e.g. %s", name, info["repaired"], info["repairs"][0])
+
+    # 2. Tokenizer, task spec, features.
+    tok = load_tokenizer(cfg.model, needed_by="finetune")
+    spec = TaskSpec(task=cfg.task, labels=list(lm.labels), max_length=cfg.max_length,
+                    tags=tag_list(lm.labels, cfg.scheme) if cfg.task == "tagging" else [],
+                    scheme=cfg.scheme, crf=cfg.crf, window_overlap=cfg.window_overlap, truncation=cfg.truncation,
+                    head_tokens=cfg.head_tokens, threshold=cfg.threshold, data=cfg.data.model_dump(mode="json"),
+                    base_model=cfg.model)
+    feats, train_length = train_features(train, spec, lm, tok)
+    if cfg.task == "tagging" and train_length["lost_entities"]:
+        log.warning("finetune: %d train entities start inside a token or on whitespace and cannot be learnt",
+                    train_length["lost_entities"])
+    if train_length.get("truncated"):
+        log.warning("finetune: %d of %d train texts are longer than max_length=%d tokens and were truncated (%s)",
+                    train_length["truncated"], len(train), cfg.max_length, cfg.truncation)
+    log.info("finetune: %s, %d train / %d valid / %s test records, %d labels, %d train inputs, model %s",
+             cfg.task, len(train), len(valid), len(test) if test is not None else "no", len(lm), len(feats), cfg.model)
+
+    # 3. Train once per seed; keep the model of the best seed.
+    from workbench.tasks.inference import evaluate_records
+
+    seeds = cfg.seeds or [cfg.seed]
+    runs = []
+    chosen = None
+    with tempfile.TemporaryDirectory(prefix="workbench-finetune-") as work:
+        for seed in seeds:
+            model, crf, history, best = train_one(cfg, spec, tok, feats, valid, seed, Path(work))
+            valid_m, _ = evaluate_records(model, crf, tok, spec, valid, batch_size=cfg.eval_batch_size)
+            test_m = evaluate_records(model, crf, tok, spec, test, batch_size=cfg.eval_batch_size)[0] if test else None
+            runs.append({"seed": seed, "best_epoch": best["epoch"], "best_step": best["step"], "valid": valid_m,
+                         "test": test_m, "history": history})
+            if chosen is None or valid_m[main] > chosen[1]["valid"][main]:
+                chosen = ((model, crf), runs[-1])
+            else:
+                del model, crf
+    (model, crf), best_run = chosen
+
+    metrics: dict[str, Any] = {
+        "task": cfg.task, "metric": main, "seed": best_run["seed"], "best_epoch": best_run["best_epoch"],
+        "valid": best_run["valid"], "test": best_run["test"],
+        "history": {str(r["seed"]): r["history"] for r in runs},
+        "label_map": {"labels": list(lm.labels), "counts": lm.counts},
+        "label_checks": label_checks,
+        "length": {"max_length": cfg.max_length, "train": train_length,
+                   "valid": best_run["valid"].get("length"), "test": (best_run["test"] or {}).get("length")},
+    }
+    if cfg.task == "tagging":
+        metrics["tags"] = spec.tags
+        metrics["repairs"] = {k: v for k, v in (("train", train_info), ("valid", valid_info), ("test", test_info)) if v}
+    if len(seeds) > 1:
+        metrics["seeds"] = {"seeds": seeds, f"valid_{main}": _mean_std([r["valid"][main] for r in runs])}
+        if test:
+            metrics["seeds"][f"test_{main}"] = _mean_std([r["test"][main] for r in runs])
+        metrics["seeds"]["per_seed"] = [{"seed": r["seed"], "valid": r["valid"][main],
+                                         "test": r["test"][main] if r["test"] else None} for r in runs]
+
+    # 4. Output, atomically.
+    out = cfg.output_path()
+    base_manifest = read_manifest(cfg.model) if Path(cfg.model).is_dir() else None
+    with atomic_output_dir(out) as tmp:
+        if crf is not None:
+            del model.crf  # the emission model alone is a plain BertForTokenClassification
+            save_crf(crf, spec.tags, tmp)
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tok.save_pretrained(str(tmp))
+        spec.save(tmp)
+        (tmp / "labels.json").write_text(lm.to_json() + "\n", encoding="utf-8")
+        (tmp / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        if cfg.task in ("classification", "pair"):
+            for split in ("valid", "test"):
+                if metrics[split]:
+                    plot_confusion(metrics[split]["confusion_matrix"], spec.labels, tmp / f"confusion_{split}.png",
+                                   title=f"{split}: accuracy {metrics[split]['accuracy']:.3f}")
+        manifest = write_manifest(
+            tmp, stage="finetune", config=cfg.model_dump(mode="json"),
+            inputs=[e for e in (_input_entry("train", cfg.train), _input_entry("valid", cfg.valid),
+                                _input_entry("test", cfg.test)) if e]
+            + [{"role": "base_model", "model": cfg.model,
+                "stage": (base_manifest or {}).get("stage"), "created": (base_manifest or {}).get("created")}],
+            counts={"train": len(train), "valid": len(valid), "test": len(test) if test is not None else 0,
+                    "labels": len(lm), "train_inputs": len(feats), **{f"train_{k}": v for k, v in train_length.items()
+                                                                     if k != "texts"}},
+            seed=best_run["seed"], started=started, finished=time.time(),
+            extra={"task": cfg.task, "metric": main, "valid_" + main: best_run["valid"][main],
+                   "test_" + main: (best_run["test"] or {}).get(main)},
+        )
+    summary = f"valid {main} {best_run['valid'][main]:.4f}"
+    if best_run["test"]:
+        summary += f", test {main} {best_run['test'][main]:.4f}"
+    if len(seeds) > 1:
+        ms = metrics["seeds"][f"valid_{main}"]
+        summary += f"; {len(seeds)} seeds: valid {ms['mean']:.4f} ± {ms['std']:.4f}"
+    print(f"finetune → {out}: {cfg.task}, {len(lm)} labels, {summary}")
+    return manifest

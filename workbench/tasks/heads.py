@@ -1,0 +1,182 @@
+"""Task models: a BERT with a classification or token-classification head, an optional CRF.
+
+Heads are the stock transformers ones, so a fine-tuned model is a plain
+``save_pretrained`` directory that ``pipeline(...)`` loads:
+  - classification / pair: ``BertForSequenceClassification`` - the [CLS] vector through
+    BERT's pooler (dense + tanh) and a linear layer; softmax + cross-entropy;
+  - multilabel: the same with ``problem_type="multi_label_classification"`` (one sigmoid
+    per label, binary cross-entropy; labels are multi-hot float vectors);
+  - tagging: ``BertForTokenClassification`` - a linear layer on every token gives the
+    emission scores (B, L, num_tags). With ``crf: true`` the workbench ``CRF`` (with
+    BIO/BIOES transition constraints) scores whole tag sequences on top of them and
+    Viterbi decodes; the CRF's parameters live in ``crf.safetensors`` beside the emission
+    model, so the directory still loads as a plain token classifier (argmax decoding).
+Only [CLS] pooling is offered (no mean pooling, adapters or LoRA).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from workbench.errors import StageInputError
+
+log = logging.getLogger("workbench.tasks")
+
+TASK_FILE = "task.json"
+CRF_FILE = "crf.safetensors"
+TASKS = ("classification", "pair", "multilabel", "tagging")
+
+
+@dataclass
+class TaskSpec:
+    """What a fine-tuned directory predicts and how its inputs are made (``task.json``)."""
+
+    task: str
+    labels: list[str]  # classes (classification/pair/multilabel) or entity types (tagging), id order
+    max_length: int
+    tags: list[str] = field(default_factory=list)  # tagging: the model's tags, id order
+    scheme: str = "bio"  # tagging: bio | bioes
+    crf: bool = False
+    window_overlap: int | None = None
+    truncation: str = "head"
+    head_tokens: int | None = None
+    threshold: float = 0.5  # multilabel
+    data: dict = field(default_factory=dict)  # how the training files were read (for evaluate)
+    base_model: str = ""
+
+    @property
+    def multilabel(self) -> bool:
+        return self.task == "multilabel"
+
+    def overlap(self) -> int:
+        """Tokens shared by consecutive tagging windows (default a quarter of the window, >= 2)."""
+        window = self.max_length - 2
+        if self.window_overlap is not None:
+            return self.window_overlap
+        return min(max(2, window // 4), max(window - 1, 0))
+
+    def output_labels(self) -> list[str]:
+        """The model's output ids in order: tags for tagging, else labels."""
+        return self.tags if self.task == "tagging" else self.labels
+
+    def save(self, directory: Path) -> None:
+        (Path(directory) / TASK_FILE).write_text(json.dumps(asdict(self), ensure_ascii=False, indent=2) + "\n",
+                                                 encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: Path) -> TaskSpec:
+        obj = json.loads((Path(directory) / TASK_FILE).read_text(encoding="utf-8"))
+        return cls(**obj)
+
+
+def _check_model_path(model: str, needed_by: str) -> None:
+    path = Path(model)
+    if not path.is_dir() and (path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1):
+        raise StageInputError(f"{needed_by}: model '{model}' is not a directory; pass model=DIR "
+                              "(a saved model: config.json + model.safetensors) or a hub id such as bert-base-chinese")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise StageInputError(f"{needed_by}: {path} has no config.json, so it is not a saved model "
+                              f"(it has: {', '.join(sorted(p.name for p in path.iterdir())[:8]) or 'nothing'})")
+
+
+def load_for_finetune(model: str, spec: TaskSpec, *, needed_by: str = "finetune"):
+    """The base model with a new head for `spec` (its encoder weights loaded, the head random)."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    _check_model_path(model, needed_by)
+    names = spec.output_labels()
+    kwargs = dict(num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    try:
+        if spec.task == "tagging":
+            m = AutoModelForTokenClassification.from_pretrained(model, **kwargs)
+        else:
+            problem = "multi_label_classification" if spec.multilabel else "single_label_classification"
+            m = AutoModelForSequenceClassification.from_pretrained(model, problem_type=problem, **kwargs)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise StageInputError(f"{needed_by}: cannot load model '{model}': {str(e).splitlines()[0]}\n"
+                              "  fix: pass model=DIR with config.json and model.safetensors of a BERT") from None
+    if m.config.max_position_embeddings < spec.max_length:
+        raise StageInputError(f"{needed_by}: max_length {spec.max_length} is longer than the model's "
+                              f"max_position_embeddings ({m.config.max_position_embeddings}); set max_length <= "
+                              f"{m.config.max_position_embeddings} (longer texts are truncated or windowed)")
+    return m
+
+
+def freeze_layers(model, keep_last: int) -> tuple[int, int]:
+    """Freeze the embeddings and every encoder layer but the last `keep_last` (the head and
+    the pooler stay trainable). Returns (frozen, total) parameter counts."""
+    base = getattr(model, model.base_model_prefix)
+    layers = base.encoder.layer
+    frozen_modules = [base.embeddings, *layers[: max(len(layers) - keep_last, 0)]]
+    for module in frozen_modules:
+        for p in module.parameters():
+            p.requires_grad_(False)
+    total = sum(p.numel() for p in model.parameters())
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    return frozen, total
+
+
+def save_crf(crf, tags: list[str], directory: Path) -> None:
+    """``crf.safetensors``: transitions [from, to], start/end scores and the allowed masks;
+    the tag names go in the file's metadata (the same order as config.id2label)."""
+    import torch
+    from safetensors.torch import save_file
+
+    tensors = {
+        "transitions": crf.transitions.detach().cpu().float().contiguous(),
+        "start_scores": crf.start_scores.detach().cpu().float().contiguous(),
+        "end_scores": crf.end_scores.detach().cpu().float().contiguous(),
+        "allowed": crf.allowed.cpu().to(dtype=torch.uint8).contiguous(),
+        "allowed_start": crf.allowed_start.cpu().to(dtype=torch.uint8).contiguous(),
+        "allowed_end": crf.allowed_end.cpu().to(dtype=torch.uint8).contiguous(),
+    }
+    save_file(tensors, str(Path(directory) / CRF_FILE), metadata={"tags": json.dumps(tags, ensure_ascii=False)})
+
+
+def load_crf(directory: Path):
+    """The CRF saved by ``save_crf``, and its tag list."""
+    import torch
+    from safetensors import safe_open
+
+    from workbench.tasks.crf import CRF
+
+    with safe_open(str(Path(directory) / CRF_FILE), framework="pt") as f:
+        tags = json.loads(f.metadata()["tags"])
+        t = {k: f.get_tensor(k) for k in f.keys()}
+    crf = CRF(len(tags), (t["allowed"].bool(), t["allowed_start"].bool(), t["allowed_end"].bool()))
+    with torch.no_grad():
+        crf.transitions.copy_(t["transitions"])
+        crf.start_scores.copy_(t["start_scores"])
+        crf.end_scores.copy_(t["end_scores"])
+    return crf, tags
+
+
+def load_task_model(directory: str | Path, *, needed_by: str):
+    """(model, crf or None, tokenizer, spec) of a finetune or export directory, in eval mode."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    from workbench.vocab.tokenizer import load_tokenizer
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise StageInputError(f"{needed_by}: model directory {directory} does not exist; run `workbench finetune` first")
+    if not (directory / TASK_FILE).is_file():
+        raise StageInputError(f"{needed_by}: {directory} has no {TASK_FILE}, so it is not a `finetune` or `export` "
+                              "output; point model= at the directory written by `workbench finetune` or `workbench export`")
+    spec = TaskSpec.load(directory)
+    auto = AutoModelForTokenClassification if spec.task == "tagging" else AutoModelForSequenceClassification
+    model = auto.from_pretrained(str(directory))
+    model.eval()
+    crf = None
+    if spec.crf:
+        if not (directory / CRF_FILE).is_file():
+            raise StageInputError(f"{needed_by}: {directory} was trained with a CRF but has no {CRF_FILE}")
+        crf, tags = load_crf(directory)
+        if tags != spec.tags:
+            raise StageInputError(f"{needed_by}: {directory}/{CRF_FILE} has tags {tags}, {TASK_FILE} {spec.tags}")
+        crf.eval()
+    tok = load_tokenizer(str(directory), needed_by=needed_by)
+    return model, crf, tok, spec
