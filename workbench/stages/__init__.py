@@ -18,6 +18,8 @@ RUNNERS = {
     "export": "workbench.stages.export:run",
     "predict": "workbench.stages.predict:run",
     "evaluate": "workbench.stages.evaluate:run",
+    "desensitise": "workbench.stages.desensitise:run",
+    "remap": "workbench.stages.remap:run",
     "demo-data": "workbench.stages.demo_data:run",
     "report": "workbench.report.run_report:run",
 }
