@@ -20,7 +20,7 @@ WB := $(VENV)/bin/workbench
 STAMP := $(VENV)/.installed
 DEMO_DATA := corpora/demo/README.md
 
-.PHONY: setup demo demo-data prepare vocab init-model extend-vocab segment pretrain report test docs clean-demo
+.PHONY: setup demo demo-data prepare vocab init-model extend-vocab segment pretrain finetune export report test docs clean-demo
 
 setup: $(STAMP)
 $(STAMP): pyproject.toml
@@ -72,6 +72,18 @@ pretrain: $(RUN)/pretrain/manifest.json
 $(RUN)/pretrain/manifest.json: $(RUN)/segmented/manifest.json $(CONFIG) | $(STAMP)
 	$(LAUNCH) pretrain --config $(CONFIG) run=$(RUN) $(LAUNCH_ARGS) $(ARGS)
 
+# Fine-tuning: the task (and so the output dir) comes from the config's finetune.task;
+# override with TASK=. FINETUNE_DEPS: the model's manifest when make should chain to it.
+TASK ?= $(or $(shell sed -n '/^finetune:/,/^[^ #]/s/^  task: *\([a-z]*\).*/\1/p' $(CONFIG) 2>/dev/null | head -1),classification)
+FINETUNE_DEPS ?=
+finetune: $(RUN)/finetune-$(TASK)/manifest.json
+$(RUN)/finetune-$(TASK)/manifest.json: $(CONFIG) $(FINETUNE_DEPS) | $(STAMP)
+	$(WB) finetune --config $(CONFIG) run=$(RUN) task=$(TASK) $(ARGS)
+
+export: $(RUN)/export/$(TASK)/manifest.json
+$(RUN)/export/$(TASK)/manifest.json: $(RUN)/finetune-$(TASK)/manifest.json | $(STAMP)
+	$(WB) export --config $(CONFIG) run=$(RUN) input=$(RUN)/finetune-$(TASK) $(ARGS)
+
 report: | $(STAMP)
 	$(WB) report run=$(RUN)
 
@@ -86,10 +98,15 @@ demo: $(STAMP)
 	$(MAKE) --no-print-directory init-model CONFIG=$(DEMO_GENERAL) INIT_MODEL_DEPS=runs/demo_general/vocab/manifest.json
 	$(MAKE) --no-print-directory segment CONFIG=$(DEMO_GENERAL) SEGMENT_DEPS=runs/demo_general/base-model/manifest.json
 	$(MAKE) --no-print-directory pretrain CONFIG=$(DEMO_GENERAL)
+	$(MAKE) --no-print-directory finetune CONFIG=$(DEMO_GENERAL) FINETUNE_DEPS=runs/demo_general/pretrain/manifest.json
+	$(MAKE) --no-print-directory export CONFIG=$(DEMO_GENERAL)
+	$(MAKE) --no-print-directory report CONFIG=$(DEMO_GENERAL) > /dev/null
 	$(MAKE) --no-print-directory prepare CONFIG=configs/demo.yaml PREPARE_DEPS=$(DEMO_DATA)
 	$(MAKE) --no-print-directory extend-vocab CONFIG=configs/demo.yaml EXTEND_VOCAB_DEPS=runs/demo_general/pretrain/manifest.json
 	$(MAKE) --no-print-directory segment CONFIG=configs/demo.yaml SEGMENT_DEPS=runs/demo/extended-model/manifest.json
 	$(MAKE) --no-print-directory pretrain CONFIG=configs/demo.yaml
+	$(MAKE) --no-print-directory finetune CONFIG=configs/demo.yaml FINETUNE_DEPS=runs/demo/pretrain/manifest.json
+	$(MAKE) --no-print-directory export CONFIG=configs/demo.yaml
 	$(MAKE) --no-print-directory report CONFIG=configs/demo.yaml
 
 test: $(STAMP)

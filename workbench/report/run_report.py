@@ -40,7 +40,7 @@ def _upstream_models(manifests: list[tuple[dict, Path]], run: Path) -> list[Path
 
 
 def build_report(run: Path) -> str:
-    stage_dirs = sorted(p.parent for p in run.glob(f"*/{MANIFEST}"))
+    stage_dirs = sorted(p.parent for pattern in (f"*/{MANIFEST}", f"export/*/{MANIFEST}") for p in run.glob(pattern))
     if not stage_dirs:
         raise StageInputError(f"report: {run} holds no stage output (no */{MANIFEST}); run a stage first, e.g. `make prepare`")
     manifests = sorted(((read_manifest(d), d) for d in stage_dirs), key=lambda md: md[0].get("created", ""))

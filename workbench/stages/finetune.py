@@ -164,7 +164,7 @@ def _eval_callback(evaluate, main: str, patience: int | None, history: list, bes
                             "train_loss": next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)})
             log.info("finetune: epoch %.2f step %d valid %s = %.4f", state.epoch or 0, state.global_step, main, value)
             if best.get("value") is None or value > best["value"]:
-                best.update(value=value, epoch=state.epoch, step=state.global_step,
+                best.update(value=value, epoch=state.epoch, step=state.global_step, metrics=metrics,
                             state={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
                 self.bad = 0
             else:
@@ -305,7 +305,7 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="workbench-finetune-") as work:
         for seed in seeds:
             model, crf, history, best = train_one(cfg, spec, tok, feats, valid, seed, Path(work))
-            valid_m, _ = evaluate_records(model, crf, tok, spec, valid, batch_size=cfg.eval_batch_size)
+            valid_m = best.pop("metrics")  # the best epoch's full valid metrics, from the callback
             test_m = evaluate_records(model, crf, tok, spec, test, batch_size=cfg.eval_batch_size)[0] if test else None
             runs.append({"seed": seed, "best_epoch": best["epoch"], "best_step": best["step"], "valid": valid_m,
                          "test": test_m, "history": history})
@@ -362,7 +362,9 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
                                                                      if k != "texts"}},
             seed=best_run["seed"], started=started, finished=time.time(),
             extra={"task": cfg.task, "metric": main, "valid_" + main: best_run["valid"][main],
-                   "test_" + main: (best_run["test"] or {}).get(main)},
+                   "test_" + main: (best_run["test"] or {}).get(main),
+                   "metrics": {"valid_" + main: best_run["valid"][main],  # what `workbench report` shows
+                               "test_" + main: (best_run["test"] or {}).get(main)}},
         )
     summary = f"valid {main} {best_run['valid'][main]:.4f}"
     if best_run["test"]:
