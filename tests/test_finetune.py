@@ -186,6 +186,35 @@ def test_freeze_layers_keeps_embeddings(cli, review_data, tmp_path):
     assert not torch.equal(base[key], tuned[key])  # the last layer trained
 
 
+@pytest.mark.parametrize("task", ["classification", "tagging"])
+def test_lora_trains_adapters_and_saves_a_plain_merged_model(cli, review_data, ner_data, tmp_path, task):
+    """LoRA on query/value: only those projections (merged), the head, the pooler and the CRF
+    change; the saved model has no adapter weights and loads in pipeline()."""
+    from safetensors.torch import load_file
+    from transformers import pipeline
+
+    d = review_data if task == "classification" else ner_data
+    files = (["train.tsv", "valid.tsv"] if task == "classification" else ["train.bio.txt", "valid.bio.txt"])
+    extra = [] if task == "classification" else ["task=tagging", "crf=true"]
+    out = tmp_path / "ft"
+    code, _, err = cli("finetune", f"model={d / 'base'}", f"train={d / files[0]}", f"valid={d / files[1]}",
+                       f"output={out}", "lora.r=4", "epochs=2", "max_length=32", *FAST, *extra)
+    assert code == 0, err
+    base, tuned = load_file(str(d / "base" / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert not any("lora" in k for k in tuned), "adapters must be merged, not saved"
+    for key in ("bert.embeddings.word_embeddings.weight", "bert.encoder.layer.0.attention.self.key.weight",
+                "bert.encoder.layer.1.output.dense.weight"):
+        assert torch.equal(base[key], tuned[key]), key  # frozen, no adapter
+    for key in ("bert.encoder.layer.0.attention.self.query.weight", "bert.encoder.layer.1.attention.self.value.weight"):
+        assert not torch.equal(base[key], tuned[key]), key  # adapter merged in
+    if task == "tagging":
+        assert (out / "crf.safetensors").is_file()
+    kind = "text-classification" if task == "classification" else "token-classification"
+    labels = set(json.loads((out / "config.json").read_text(encoding="utf-8"))["id2label"].values())
+    got = pipeline(kind, model=str(out), device="cpu")("这个很好，北京的东西")  # entities may be none: a list
+    assert isinstance(got, list) and all((g.get("label") or g.get("entity")) in labels for g in got)
+
+
 # --------------------------------------------------------------------------- bad input
 def _ft(cli, base, train, valid, *extra):
     return cli("finetune", f"model={base}", f"train={train}", f"valid={valid}", "epochs=1", "max_length=32", *FAST, *extra)

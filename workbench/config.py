@@ -711,6 +711,19 @@ class TaskDataConfig(Section):
     """Text encoding of the files."""
 
 
+class LoraConfig(Section):
+    """LoRA adapters (peft) on the encoder's attention projections instead of full fine-tuning."""
+
+    r: int = 0
+    """Rank of the low-rank updates; 0 = off (full fine-tuning)."""
+    alpha: int = 16
+    """Scaling numerator: updates are scaled by alpha / r."""
+    dropout: float = 0.1
+    """Dropout on the LoRA branch."""
+    target_modules: list[str] = ["query", "value"]
+    """Linear layers of each encoder layer that get adapters (BERT names: query, key, value, dense)."""
+
+
 class FinetuneConfig(StageConfig):
     """Fine-tune a BERT for classification, sentence pairs, multi-label or character tagging (NER)."""
 
@@ -752,6 +765,8 @@ class FinetuneConfig(StageConfig):
     """multilabel: a label is predicted when its probability is at least this."""
     freeze_layers: int | None = None
     """Freeze the embeddings and all but the last N encoder layers (0: train only the head); null trains everything."""
+    lora: LoraConfig = LoraConfig()
+    """LoRA adapters (lora.r > 0): only the adapters, the head, the pooler and the CRF train; the adapters are merged into the weights before saving, so the output is a plain model."""
     epochs: int = 3
     """Passes over the train data; valid is evaluated after each."""
     max_steps: int = -1
@@ -802,6 +817,12 @@ class FinetuneConfig(StageConfig):
             out.append(f"metric: accuracy is for classification/pair; task {self.task} uses metric=auto")
         if self.unknown_labels == "map" and not self.unknown_label_to:
             out.append("unknown_label_to: required with unknown_labels=map (a train label)")
+        if self.lora.r < 0 or (self.lora.r and (self.lora.alpha <= 0 or not 0 <= self.lora.dropout < 1)):
+            out.append("lora: r must be >= 0 (0 = off), alpha > 0 and dropout in [0, 1)")
+        if self.lora.r and not self.lora.target_modules:
+            out.append("lora.target_modules: name at least one linear layer, e.g. [query, value]")
+        if self.lora.r and self.freeze_layers is not None:
+            out.append("lora and freeze_layers are both set: LoRA already freezes the encoder; use one")
         if self.max_length < 8:
             out.append(f"max_length: must be at least 8 (got {self.max_length})")
         if self.window_overlap is not None and not 2 <= self.window_overlap < self.max_length - 2 - 1:

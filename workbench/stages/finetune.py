@@ -39,7 +39,7 @@ import numpy as np
 from workbench.config import FinetuneConfig
 from workbench.errors import InputError
 from workbench.manifest import atomic_output_dir, read_manifest, sha256_file, write_manifest
-from workbench.tasks.heads import TaskSpec, freeze_layers, load_for_finetune, save_crf
+from workbench.tasks.heads import TaskSpec, add_lora, freeze_layers, load_for_finetune, save_crf
 from workbench.tasks.labels import LabelMap, check_labels, infer_label_map
 from workbench.tasks.tags import tag_list
 from workbench.vocab.tokenizer import load_tokenizer
@@ -199,6 +199,8 @@ def train_one(cfg: FinetuneConfig, spec: TaskSpec, tok, feats: list[dict], valid
         frozen, total = freeze_layers(model, cfg.freeze_layers)
         log.info("finetune: froze embeddings + all but the last %d layer(s): %.1f M of %.1f M parameters",
                  cfg.freeze_layers, frozen / 1e6, total / 1e6)
+    if cfg.lora.r:
+        model = add_lora(model, spec, cfg.lora)
     model.accepts_loss_kwargs = False  # the heads return a per-batch mean loss
     cuda = torch.cuda.is_available()
     precision = cfg.precision
@@ -238,6 +240,8 @@ def train_one(cfg: FinetuneConfig, spec: TaskSpec, tok, feats: list[dict], valid
     trainer.train()
     model.load_state_dict(best["state"])
     del best["state"]
+    if cfg.lora.r:
+        model = model.merge_and_unload()  # adapters folded into the weights: a plain model again
     model.eval()
     return model, crf_of(model), history, best
 

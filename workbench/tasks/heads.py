@@ -11,7 +11,10 @@ Heads are the stock transformers ones, so a fine-tuned model is a plain
     BIO/BIOES transition constraints) scores whole tag sequences on top of them and
     Viterbi decodes; the CRF's parameters live in ``crf.safetensors`` beside the emission
     model, so the directory still loads as a plain token classifier (argmax decoding).
-Only [CLS] pooling is offered (no mean pooling, adapters or LoRA).
+LoRA (``add_lora``, peft): low-rank adapters on the attention projections, merged into the
+weights before saving, so a LoRA run also ends as a plain directory. Only [CLS] pooling is
+offered: mean pooling or a learned mix of layers would need custom model code that plain
+``pipeline(...)`` cannot load without ``trust_remote_code``.
 """
 
 from __future__ import annotations
@@ -117,6 +120,30 @@ def freeze_layers(model, keep_last: int) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     return frozen, total
+
+
+def add_lora(model, spec: TaskSpec, lora):
+    """The model wrapped by peft with LoRA adapters on `lora.target_modules`. Trainable: the
+    adapters, the head (classifier), BERT's pooler (new when the base is a masked LM) and the
+    CRF; everything else is frozen. Returns the PeftModel (merge_and_unload() after training)."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(task_type=TaskType.TOKEN_CLS if spec.task == "tagging" else TaskType.SEQ_CLS,
+                        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=list(lora.target_modules))
+    try:
+        peft_model = get_peft_model(model, config)
+    except ValueError as e:
+        raise StageInputError(f"finetune: lora.target_modules {list(lora.target_modules)}: {str(e).splitlines()[0]}\n"
+                              "  fix: use BERT layer names such as query, key, value, dense") from None
+    for name, p in peft_model.named_parameters():
+        if any(part in name.split(".") for part in ("classifier", "pooler", "crf")):
+            p.requires_grad_(True)
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in peft_model.parameters())
+    log.info("finetune: LoRA r=%d on %s: %.2f M of %.2f M parameters train (%.1f%%)", lora.r,
+             ",".join(lora.target_modules), trainable / 1e6, total / 1e6, 100 * trainable / total)
+    return peft_model
 
 
 def save_crf(crf, tags: list[str], directory: Path) -> None:
