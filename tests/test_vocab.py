@@ -94,7 +94,9 @@ def test_load_tokenizer_and_unk_rate(built, run_dir, review_lines):
     assert [tok.convert_tokens_to_ids(t) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")] == [0, 100, 101, 102, 103]
     assert tok.tokenize("买了iPhone，WiFi很好") == ["买", "了", "iphone", "，", "wifi", "很", "好"]
     assert "[UNK]" not in tok.tokenize("型号iPhone17，WiFi7，价格12345元")  # unseen numbers: spelled in pieces
-    assert m["counts"]["unk_rate"] < 0.01 and m["counts"]["unk_eval_split"] == "valid"
+    # Held out: ~40 valid reviews against a vocab from ~370 train ones; their rare characters
+    # are [UNK] (min_char_count=1 keeps every train character), 1.5% with this split.
+    assert m["counts"]["unk_rate"] < 0.025 and m["counts"]["unk_eval_split"] == "valid"
     ids = [i for e in tok.backend_tokenizer.encode_batch(review_lines + LATIN, add_special_tokens=False) for i in e.ids]
     assert ids.count(tok.unk_token_id) / len(ids) < 0.01
 

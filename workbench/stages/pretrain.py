@@ -400,6 +400,7 @@ def run(cfg: PretrainConfig, *, callbacks: list | None = None) -> dict[str, Any]
         # write nothing; only rank 0 writes the output directory.
         trainer.save_model(str(ckpt_dir / f"not-written-rank{trainer.args.process_index}"))
         shutil.rmtree(ckpt_dir / f"not-written-rank{trainer.args.process_index}", ignore_errors=True)
+        _leave_process_group()
         return {"stage": "pretrain", "rank": trainer.args.process_index, "metrics": metrics, "counts": counts}
     with atomic_output_dir(out_dir) as tmp:
         set_sparse_mlm_head(trainer.model, False)  # config.json names BertForMaskedLM
@@ -427,8 +428,21 @@ def run(cfg: PretrainConfig, *, callbacks: list | None = None) -> dict[str, Any]
                 "device": "cuda" if cuda else "cpu",
             },
         )
+    _leave_process_group()
     _print_summary(manifest, out_dir)
     return manifest
+
+
+def _leave_process_group() -> None:
+    """Under the deepspeed launcher: wait for every rank (rank 0 writes the output while the
+    others are done), then tear the process group down. A rank that exits with the group
+    alive can abort in the gloo/NCCL threads' destructors ("terminate called without an
+    active exception", exit -6), which the launcher reports as a failed run."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _plot(history: list[dict], path: Path) -> None:
