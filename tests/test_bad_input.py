@@ -210,3 +210,22 @@ def test_stage_output_is_not_a_corpus(cli, tmp_path):
     d.mkdir()
     (d / "manifest.json").write_text("{}", encoding="utf-8")
     assert "workbench stage output" in _error(cli, tmp_path, [d])
+
+
+def test_multi_character_delimiter_reads_gaiic_style_rows(cli, tmp_path):
+    """GAIIC's desensitised reports: `id|,|ids|,|labels`, no header; the labels cell may be empty."""
+    import datasets
+
+    f = tmp_path / "reports.csv"
+    f.write_text("0|,|623 328 538 382|,|2\n1|,|48 328 \"538 382 809|,|\n2|,|623 656 293 851|,|15 3\n",
+                 encoding="utf-8")
+    code, _, err = cli("prepare", f"input={f}", f"output={tmp_path / 'out'}", "read.delimiter=|,|",
+                       "read.header=false", "read.text_field=1", "read.keep_fields=[2]", "clean.min_chars=1",
+                       "dedup.near=false", "split.valid_fraction=0")
+    assert code == 0, err
+    rows = datasets.load_from_disk(str(tmp_path / "out" / "dataset"))["train"]
+    assert rows["text"] == ["623 328 538 382", '48 328 "538 382 809', "623 656 293 851"]
+    assert rows["2"] == ["2", "", "15 3"]
+    code, _, err = cli("prepare", f"input={f}", f"output={tmp_path / 'o2'}", "read.delimiter=|,|", "read.quoting=csv",
+                       "read.header=false", "read.text_field=1")
+    assert code == 2 and "read.quoting=none" in err

@@ -92,6 +92,8 @@ class ReadConfig(Section):
     """csv/tsv: the first record names the columns."""
     quoting: Literal["auto", "csv", "none"] = "auto"
     """csv/tsv quotes: `csv` = standard double-quote quoting, `none` = quotes are plain characters, `auto` = csv for .csv and none for .tsv (Chinese TSV corpora are full of unbalanced quotes)."""
+    delimiter: str | None = None
+    """csv/tsv field separator; default `,` for csv and a tab for tsv. Several characters (e.g. GAIIC's `|,|`) work too, with quotes read as plain characters."""
     encoding: str = "auto"
     """`auto` (BOM, else UTF-8, else GB18030, tried on the first MiB) or a Python codec name such as `gbk` or `big5`."""
     on_decode_error: Literal["reject", "replace"] = "reject"
@@ -117,6 +119,11 @@ class ReadConfig(Section):
             )
         if self.text_field in self.keep_fields:
             out.append(f"read.keep_fields: contains the text field '{self.text_field}'; it is always kept as `text`")
+        if self.delimiter is not None and (not self.delimiter or "\n" in self.delimiter or "\x1f" in self.delimiter):
+            out.append("read.delimiter: must be a non-empty string without newlines")
+        elif self.delimiter and len(self.delimiter) > 1 and self.quoting == "csv":
+            out.append(f"read.delimiter '{self.delimiter}' has several characters, which csv quoting cannot parse; "
+                       "set read.quoting=none (or auto)")
         if self.encoding != "auto":
             import codecs
 

@@ -317,18 +317,24 @@ def _read_jsonl(path, cfg, stats, advance, encoding, bom, fmt) -> Iterator[Row]:
 
 def _read_csv(path, cfg, stats, advance, encoding, bom, fmt) -> Iterator[Row]:
     src = str(path)
-    delimiter = "\t" if fmt == "tsv" else ","
-    quoting = cfg.quoting if cfg.quoting != "auto" else ("csv" if fmt == "csv" else "none")
+    delimiter = cfg.delimiter or ("\t" if fmt == "tsv" else ",")
+    multi = len(delimiter) > 1  # e.g. GAIIC's "|,|": csv.reader takes one character, so it
+    quoting = cfg.quoting if cfg.quoting != "auto" else ("csv" if fmt == "csv" and not multi else "none")
     bad_lines: dict[int, str] = {}
 
     def text_lines() -> Iterator[str]:
         for line_no, text, problem in _lines(path, cfg, stats, advance, encoding, bom):
             if problem:
                 bad_lines[line_no] = problem
-            yield (text or "") + "\n"
+            text = text or ""
+            if multi:  # ... reads the line with the separator replaced by U+001F (never in text)
+                if "\x1f" in text:
+                    bad_lines[line_no] = "contains U+001F, which a multi-character read.delimiter needs free"
+                text = text.replace(delimiter, "\x1f")
+            yield text + "\n"
 
     reader = csv.reader(
-        text_lines(), delimiter=delimiter, strict=True,
+        text_lines(), delimiter="\x1f" if multi else delimiter, strict=True,
         quoting=csv.QUOTE_MINIMAL if quoting == "csv" else csv.QUOTE_NONE,
         **({"quotechar": None} if quoting == "none" else {}),
     )

@@ -179,7 +179,10 @@ def _labels_of(value, path: Path, line_no: int, multilabel: bool, delimiter: str
         if isinstance(value, list):
             parts = [str(v).strip() for v in value]
         elif isinstance(value, str | int):
-            parts = [p.strip() for p in str(value).split(delimiter)] if str(value).strip() else []
+            # The cell's own leading/trailing whitespace is not an entry (GAIIC writes "15 ");
+            # an empty entry between two delimiters ("2,,3") still is an error below.
+            cell = str(value).strip()
+            parts = [p.strip() for p in cell.split(delimiter)] if cell else []
         else:
             raise InputError(path, f"multi-label '{name}' is a {type(value).__name__}", "give a list or a delimited string", line=line_no)
         if any(not p for p in parts):
