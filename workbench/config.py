@@ -284,8 +284,10 @@ class SegmentConfig(StageConfig):
     """A `prepare` output directory; default `<run>/prepared`."""
     model: str = "bert-base-chinese"
     """Model directory or hub id whose tokenizer makes the ids, or a bare BERT vocab.txt file."""
-    backend: Literal["jieba", "rjieba"] = "jieba"
-    """Word segmenter: jieba, or rjieba (jieba-rs in Rust, same dictionary, much faster)."""
+    backend: Literal["jieba", "rjieba", "discovered"] = "jieba"
+    """Word segmenter: jieba, rjieba (jieba-rs in Rust, same dictionary, much faster), or discovered: id "words" from `remap`'s word discovery (desensitised corpora; set `words`)."""
+    words: str | None = None
+    """backend=discovered: the words.json written by `remap` (e.g. vocab_maps/<name>/words.json)."""
     lexicons: list[LexiconConfig] = []
     """User lexicons added to the segmenter's dictionary, e.g. [{path: terms.txt, entity_type: DRUG}]."""
     entity_pos: dict[str, str] = {"nr": "PER", "nrfg": "PER", "nrt": "PER", "ns": "LOC", "nt": "ORG", "nz": "MISC"}
@@ -309,6 +311,12 @@ class SegmentConfig(StageConfig):
             out.append("max_seq_length: must be at least 8")
         if self.num_proc < 1 or self.batch_size < 1:
             out.append("num_proc and batch_size must be >= 1")
+        if self.backend == "discovered" and not self.words:
+            out.append("words: backend=discovered needs the words.json from `remap` (words=vocab_maps/<name>/words.json)")
+        if self.words and self.backend != "discovered":
+            out.append(f"words is set but backend is '{self.backend}'; use backend=discovered")
+        if self.backend == "discovered" and (self.lexicons or self.posseg):
+            out.append("lexicons / posseg are jieba options; backend=discovered cuts id text with discovered words only")
         return out
 
 

@@ -105,7 +105,15 @@ def run(cfg: SegmentConfig) -> dict[str, Any]:
         raise StageInputError(f"segment: the prepared dataset in {in_dir} has no documents "
                               f"(prepare kept 0 of {upstream['counts'].get('in', '?')} rows; see {in_dir}/rejects.jsonl)")
     tok = load_tokenizer(cfg.model, needed_by="segment")
-    seg = Segmenter(cfg.backend, cfg.lexicons, cfg.entity_pos, cfg.posseg)
+    if cfg.backend == "discovered":  # desensitised id text: words found by `remap`'s discovery
+        from workbench.segment.discovery import DiscoveredSegmenter
+
+        if not Path(cfg.words).is_file():
+            raise StageInputError(f"segment: words file {cfg.words} not found; run `workbench remap` (it writes "
+                                  "vocab_maps/<name>/words.json) or use backend=jieba")
+        seg = DiscoveredSegmenter.load(cfg.words)
+    else:
+        seg = Segmenter(cfg.backend, cfg.lexicons, cfg.entity_pos, cfg.posseg)
     encoder = _BatchEncoder(tok, seg, cfg)
     if cfg.num_proc > 1:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # forked workers + rust threads deadlock
