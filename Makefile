@@ -20,7 +20,7 @@ WB := $(VENV)/bin/workbench
 STAMP := $(VENV)/.installed
 DEMO_DATA := corpora/demo/README.md
 
-.PHONY: setup demo demo-data prepare vocab init-model extend-vocab segment pretrain finetune export report test docs clean-demo
+.PHONY: setup demo demo-data prepare vocab init-model extend-vocab segment pretrain finetune export desensitise remap report test docs clean-demo
 
 setup: $(STAMP)
 $(STAMP): pyproject.toml
@@ -83,6 +83,13 @@ $(RUN)/finetune-$(TASK)/manifest.json: $(CONFIG) $(FINETUNE_DEPS) | $(STAMP)
 export: $(RUN)/export/$(TASK)/manifest.json
 $(RUN)/export/$(TASK)/manifest.json: $(RUN)/finetune-$(TASK)/manifest.json | $(STAMP)
 	$(WB) export --config $(CONFIG) run=$(RUN) input=$(RUN)/finetune-$(TASK) $(ARGS)
+
+# Desensitised corpora (outputs named in the config: vocab_maps/<name>/, <run>/desensitised/).
+desensitise: | $(STAMP)
+	$(WB) desensitise --config $(CONFIG) run=$(RUN) $(ARGS)
+
+remap: | $(STAMP)
+	$(WB) remap --config $(CONFIG) run=$(RUN) $(ARGS)
 
 report: | $(STAMP)
 	$(WB) report run=$(RUN)

@@ -152,7 +152,7 @@ def main() -> None:
     lines += ["", "key figures",
               f"  frequency remap vs scratch: {f - s:+.4f} accuracy ({f / s:.3f}x); random remap vs scratch: "
               f"{r - s:+.4f} ({r / s:.3f}x); frequency vs random: {f - r:+.4f}",
-              f"  plain text (the ceiling for this model and budget): {res['variants']['plain']['test_accuracy_mean']:.4f}",
+              f"  plain text (the same model on the original characters): {res['variants']['plain']['test_accuracy_mean']:.4f}",
               "  A difference smaller than about two standard deviations is not a finding at this budget."]
     text = "\n".join(lines)
     print(text)

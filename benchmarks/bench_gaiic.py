@@ -11,7 +11,8 @@ region labels, 3,000 unlabelled test-A reports). Every step is the real CLI:
   3. `prepare` all report texts (train, valid, test-A: unlabelled text for MLM, as the
      competition's solutions did) with `read.delimiter='|,|'`;
   4. `segment` with the remapped tokenizer and `pretrain` (continued MLM);
-  5. `finetune task=multilabel` on train, best epoch on valid; `evaluate` on valid.
+  5. `finetune task=multilabel` on train, best epoch on valid; `evaluate` on valid;
+  6. `export`, loaded back with plain transformers `pipeline()`.
 
 Baseline in the same run: the best constant prediction (every report gets the single most
 frequent train label), scored on the same valid reports.
@@ -110,6 +111,13 @@ def main() -> None:
        f"output={work / 'finetune'}", *data, "max_length=128", f"max_steps={args.ft_steps}", "batch_size=32",
        "eval_batch_size=128", "lr=5e-4", "logging_steps=100", log=log)
     wb("evaluate", f"model={work / 'finetune'}", f"input={valid}", f"output={work / 'evaluate'}", log=log)
+    # 6. Export, and load the export with plain transformers (the remapped tokenizer included).
+    wb("export", f"input={work / 'finetune'}", f"output={work / 'export'}", log=log)
+    from transformers import pipeline
+
+    first_valid = valid.read_text(encoding="utf-8").splitlines()[0].split(DELIM)[1]
+    scores = pipeline("text-classification", model=str(work / "export"), device="cpu", top_k=None)(first_valid)
+    export_check = f"export loads in pipeline(): {len(scores)} label scores for a valid report"
     ev = json.loads((work / "evaluate" / "metrics.json").read_text(encoding="utf-8"))
     ev = ev.get("metrics", ev)
 
@@ -139,6 +147,7 @@ def main() -> None:
         "",
         f"valid micro-F1 {micro:.4f}, macro-F1 {macro:.4f}, exact match {ev.get('exact_match', float('nan')):.4f}",
         f"baseline (every report gets label '{top}'): micro-F1 {base_micro:.4f}; ours / baseline = {micro / base_micro:.2f}x",
+        export_check,
         "",
         "A CPU-budget run of a tiny model: it shows the desensitised path end to end on the real data; it is not "
         "a competition score (GAIIC ranked by an mlogloss-based metric)."])
