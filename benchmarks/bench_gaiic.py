@@ -116,8 +116,9 @@ def main() -> None:
     from transformers import pipeline
 
     first_valid = valid.read_text(encoding="utf-8").splitlines()[0].split(DELIM)[1]
-    scores = pipeline("text-classification", model=str(work / "export"), device="cpu", top_k=None)(first_valid)
-    export_check = f"export loads in pipeline(): {len(scores)} label scores for a valid report"
+    scores = pipeline("text-classification", model=str(work / "export"), device="cpu", top_k=None)([first_valid])[0]
+    export_check = (f"export loads in pipeline(): {len(scores)} label scores for a valid report, top "
+                    f"{max(scores, key=lambda x: x['score'])['label']}")
     ev = json.loads((work / "evaluate" / "metrics.json").read_text(encoding="utf-8"))
     ev = ev.get("metrics", ev)
 
