@@ -31,27 +31,13 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
-RESULTS = REPO / "benchmarks" / "results"
-WB = [sys.executable, "-m", "workbench"]
+from _common import REPO, SHARED, save_results
+from _common import workbench as wb
+
 BASE = REPO / "runs" / "demo_general" / "pretrain"
-
-
-def wb(*args: str, log: Path) -> None:
-    t = time.time()
-    proc = subprocess.run(WB + [str(a) for a in args], capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    with open(log, "a", encoding="utf-8") as f:
-        f.write(f"$ workbench {' '.join(map(str, args))}\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}\n"
-                f"[{time.time() - t:.0f} s, exit {proc.returncode}]\n\n")
-    if proc.returncode:
-        sys.exit(f"failed: workbench {' '.join(map(str, args))}\n{proc.stderr[-3000:]}")
 
 
 def main() -> None:
@@ -154,12 +140,7 @@ def main() -> None:
               f"{r - s:+.4f} ({r / s:.3f}x); frequency vs random: {f - r:+.4f}",
               f"  plain text (the same model on the original characters): {res['variants']['plain']['test_accuracy_mean']:.4f}",
               "  A difference smaller than about two standard deviations is not a finding at this budget."]
-    text = "\n".join(lines)
-    print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench_desensitised.txt").write_text(text + "\n", encoding="utf-8")
-    (RESULTS / "bench_desensitised.json").write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n",
-                                                     encoding="utf-8")
+    save_results("bench_desensitised", "\n".join(lines), res)
 
 
 if __name__ == "__main__":

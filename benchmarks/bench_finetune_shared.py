@@ -25,51 +25,29 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
-RESULTS = REPO / "benchmarks" / "results"
-WB = [sys.executable, "-m", "workbench"]
+from _common import REPO, SHARED, save_results, workbench
+
+from workbench.tasks.data import read_text_records
+from workbench.tasks.metrics import classification_metrics
 
 
-def _majority_accuracy(train: Path, test: Path, column: str = "label") -> tuple[str, float]:
-    def labels(path: Path) -> list[str]:
-        lines = path.read_text(encoding="utf-8").splitlines()
-        idx = lines[0].split("\t").index(column)
-        return [ln.split("\t")[idx] for ln in lines[1:] if ln.strip()]
-
-    top = Counter(labels(train)).most_common(1)[0][0]
-    gold = labels(test)
-    return top, sum(g == top for g in gold) / len(gold)
-
-
-def _macro_f1_of_constant(test: Path, label: str, column: str = "label") -> float:
-    lines = test.read_text(encoding="utf-8").splitlines()
-    idx = lines[0].split("\t").index(column)
-    gold = [ln.split("\t")[idx] for ln in lines[1:] if ln.strip()]
-    classes = sorted(set(gold))
-    f1s = []
-    for c in classes:
-        tp = sum(g == c for g in gold) if c == label else 0
-        fp = sum(g != c for g in gold) if c == label else 0
-        fn = sum(g == c for g in gold) - tp
-        p = tp / (tp + fp) if tp + fp else 0.0
-        r = tp / (tp + fn) if tp + fn else 0.0
-        f1s.append(2 * p * r / (p + r) if p + r else 0.0)
-    return sum(f1s) / len(f1s)
+def constant_baseline(train: Path, test: Path, text: str = "text_a") -> tuple[str, dict]:
+    """The majority class of train predicted for every test record, scored like the model."""
+    top = Counter(r.label for r in read_text_records(train, text=text)).most_common(1)[0][0]
+    gold = [r.label for r in read_text_records(test, text=text)]
+    names = sorted(set(gold) | {top})
+    ids = {n: i for i, n in enumerate(names)}
+    return top, classification_metrics([ids[g] for g in gold], [ids[top]] * len(gold), names)
 
 
 def finetune(config: str, model: str, out: Path, *overrides: str) -> tuple[dict, float]:
     t = time.time()
-    cmd = WB + ["finetune", "--config", config, f"model={model}", f"output={out}", *overrides]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    if proc.returncode:
-        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+    workbench("finetune", "--config", config, f"model={model}", f"output={out}", *overrides)
     return json.loads((out / "metrics.json").read_text(encoding="utf-8")), time.time() - t
 
 
@@ -99,7 +77,8 @@ def main() -> None:
 
     # Classification: ChnSentiCorp (accuracy), Weibo emotion (macro F1).
     cs = SHARED / "chnsenticorp"
-    top, base_acc = _majority_accuracy(cs / "train.tsv", cs / "test.tsv")
+    top, base = constant_baseline(cs / "train.tsv", cs / "test.tsv")
+    base_acc = base["accuracy"]
     m, secs = finetune("configs/chnsenticorp.yaml", str(domain), work / "chnsenticorp", *budget, "head_tokens=16")
     acc = m["test"]["accuracy"]
     res["runs"]["chnsenticorp"] = {"test_accuracy": acc, "valid_accuracy": m["valid"]["accuracy"],
@@ -108,8 +87,8 @@ def main() -> None:
                  f"'{top}' {base_acc:.4f}; {acc / base_acc:.2f}x baseline; {secs:.0f} s")
 
     wb = SHARED / "smp2020_weibo_emotion"
-    top, _ = _majority_accuracy(wb / "train.tsv", wb / "test.tsv")
-    base_f1 = _macro_f1_of_constant(wb / "test.tsv", top)
+    top, base = constant_baseline(wb / "train.tsv", wb / "test.tsv")
+    base_f1 = base["macro_f1"]
     m, secs = finetune("configs/weibo_emotion.yaml", str(domain), work / "weibo_emotion", *budget)
     f1 = m["test"]["macro_f1"]
     res["runs"]["weibo_emotion"] = {"test_macro_f1": f1, "test_accuracy": m["test"]["accuracy"],
@@ -134,13 +113,7 @@ def main() -> None:
     lines.append(f"  CRF / softmax entity F1: {ner[True] / ner[False]:.2f}x")
     lines += ["", "Scores of a tiny, briefly pretrained model on CPU: a pipeline check on real data, not the state of "
               "the art (bert-base-chinese reaches ~0.95 on ChnSentiCorp and MSRA with a GPU)."]
-    text = "\n".join(lines)
-    print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench_finetune_shared.txt").write_text(text + "\n", encoding="utf-8")
-    (RESULTS / "bench_finetune_shared.json").write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n",
-                                                        encoding="utf-8")
-
+    save_results("bench_finetune_shared", "\n".join(lines), res)
 
 if __name__ == "__main__":
     main()

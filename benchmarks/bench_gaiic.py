@@ -31,30 +31,19 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-GAIIC = REPO.parent / "shared" / "data" / "gaiic2021_track1_desensitised"
-RESULTS = REPO / "benchmarks" / "results"
+import numpy as np
+from _common import REPO, SHARED, save_results
+from _common import workbench as wb
+
+from workbench.tasks.metrics import multilabel_metrics
+
+GAIIC = SHARED / "gaiic2021_track1_desensitised"
 BASE = REPO / "runs" / "demo_general" / "pretrain"
-WB = [sys.executable, "-m", "workbench"]
 DELIM = "|,|"
-
-
-def wb(*args: str, log: Path) -> str:
-    t = time.time()
-    proc = subprocess.run(WB + [str(a) for a in args], capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    with open(log, "a", encoding="utf-8") as f:
-        f.write(f"$ workbench {' '.join(map(str, args))}\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}\n"
-                f"[{time.time() - t:.0f} s, exit {proc.returncode}]\n\n")
-    if proc.returncode:
-        sys.exit(f"failed: workbench {' '.join(map(str, args))}\n{proc.stderr[-3000:]}")
-    return proc.stdout
 
 
 def labels_of(line: str) -> set[str]:
@@ -126,10 +115,10 @@ def main() -> None:
     counts = Counter(lab for ln, v in zip(lines, is_valid) if not v for lab in labels_of(ln))
     top = counts.most_common(1)[0][0]
     gold = [labels_of(ln) for ln, v in zip(lines, is_valid) if v]
-    tp = sum(top in g for g in gold)
-    fp = len(gold) - tp
-    fn = sum(len(g) for g in gold) - tp
-    base_micro = 2 * tp / (2 * tp + fp + fn)
+    names = sorted({lab for g in gold for lab in g} | {top})
+    y_true = np.array([[n in g for n in names] for g in gold], dtype=float)
+    constant = np.tile([float(n == top) for n in names], (len(gold), 1))
+    base_micro = multilabel_metrics(y_true, constant, names)["micro_f1"]
 
     micro, macro = ev["micro_f1"], ev["macro_f1"]
     res = {"train_reports": n_train, "valid_reports": n_valid, "test_a_reports": sum(1 for _ in open(test_a)),
@@ -152,11 +141,7 @@ def main() -> None:
         "",
         "A CPU-budget run of a tiny model: it shows the desensitised path end to end on the real data; it is not "
         "a competition score (GAIIC ranked by an mlogloss-based metric)."])
-    print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench_gaiic.txt").write_text(text + "\n", encoding="utf-8")
-    (RESULTS / "bench_gaiic.json").write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
+    save_results("bench_gaiic", text, res)
 
 if __name__ == "__main__":
     main()

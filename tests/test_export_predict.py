@@ -16,19 +16,12 @@ import sys
 import textwrap
 
 import pytest
-import torch
 
-from finetune_fixtures import ner_sentences, read_jsonl, reviews, tiny_model, write_conll, write_tsv
+from finetune_fixtures import (  # noqa: F401  (one_thread: autouse fixture)
+    ner_sentences, one_thread, read_jsonl, reviews, tiny_model, write_conll, write_tsv,
+)
 
 FAST = ["batch_size=16", "lr=5e-3", "logging_steps=1000"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _fresh_python(code: str, cwd=None) -> str:

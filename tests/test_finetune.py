@@ -13,20 +13,11 @@ import pytest
 import torch
 
 from finetune_fixtures import (
-    ner_sentences, read_jsonl, reviews, tiny_model, to_bioes, write_conll, write_tsv,
+    ner_sentences, one_thread, read_jsonl, reviews, tiny_model, to_bioes, write_conll, write_tsv,  # noqa: F401
 )
 from workbench.manifest import sha256_file
 
 FAST = ["batch_size=16", "lr=5e-3", "logging_steps=1000", "eval_batch_size=64"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models train ~100x faster on one thread than on two contended ones."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,10 @@ from workbench.errors import StageInputError
 log = logging.getLogger("workbench.modeling")
 
 
-def load_masked_lm(model: str, *, needed_by: str):
-    """(model, head_missing_keys). Raises StageInputError for a missing path, a directory
-    without config.json, or weights that do not load."""
-    from transformers import AutoModelForMaskedLM
-
+def check_model_path(model: str, *, needed_by: str) -> bool:
+    """Whether `model` is a local directory (else a hub id). Raises StageInputError for a
+    path that does not exist or a directory without config.json, before transformers tries
+    the hub with it."""
     path = Path(model)
     local = path.is_dir()
     if not local and (path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1):
@@ -29,7 +28,16 @@ def load_masked_lm(model: str, *, needed_by: str):
     if local and not (path / "config.json").is_file():
         raise StageInputError(f"{needed_by}: {path} has no config.json, so it is not a saved model "
                               f"(it has: {', '.join(sorted(p.name for p in path.iterdir())[:8]) or 'nothing'})\n"
-                              "  fix: pass the directory written by save_pretrained / init-model / pretrain")
+                              "  fix: pass the directory written by save_pretrained / init-model / pretrain / finetune")
+    return local
+
+
+def load_masked_lm(model: str, *, needed_by: str):
+    """(model, head_missing_keys). Raises StageInputError for a missing path, a directory
+    without config.json, or weights that do not load."""
+    from transformers import AutoModelForMaskedLM
+
+    local = check_model_path(model, needed_by=needed_by)
     try:
         m, info = AutoModelForMaskedLM.from_pretrained(model, output_loading_info=True)
     except (OSError, ValueError, RuntimeError) as e:

@@ -23,19 +23,20 @@ def _scalars(d: dict[str, Any]) -> str:
                      if isinstance(v, (int, float, str)) and not isinstance(v, bool))
 
 
-def _upstream_models(manifests: list[tuple[dict, Path]], run: Path) -> list[Path]:
-    """Stage outputs of OTHER runs this run started from (a `model` input that is a stage
-    output directory, e.g. the demo's general model), followed transitively."""
-    seen: list[Path] = []
+def _upstream_models(manifests: list[tuple[dict, Path]], run: Path) -> list[tuple[dict, Path]]:
+    """(manifest, dir) of the stage outputs of OTHER runs this run started from (a `model`
+    input that is a stage output directory, e.g. the demo's general model), followed
+    transitively; each manifest is read once."""
+    seen: list[tuple[dict, Path]] = []
     todo = [m for m, _ in manifests]
     while todo:
         m = todo.pop()
         for inp in m.get("inputs", []):
             model = Path(str(inp.get("model") or ""))
             if str(model) and (model / MANIFEST).is_file() and model.resolve().parent != run.resolve() \
-                    and model not in seen:
-                seen.append(model)
-                todo.append(read_manifest(model))
+                    and all(model != d for _, d in seen):
+                seen.append((read_manifest(model), model))
+                todo.append(seen[-1][0])
     return seen
 
 
@@ -45,10 +46,10 @@ def build_report(run: Path) -> str:
         raise StageInputError(f"report: {run} holds no stage output (no */{MANIFEST}); run a stage first, e.g. `make prepare`")
     manifests = sorted(((read_manifest(d), d) for d in stage_dirs), key=lambda md: md[0].get("created", ""))
     upstream = _upstream_models(manifests, run)
-    manifests = sorted([(read_manifest(d), d) for d in upstream], key=lambda md: md[0].get("created", "")) + manifests
+    manifests = sorted(upstream, key=lambda md: md[0].get("created", "")) + manifests
     lines = [f"# Run report: `{run}`", ""]
     if upstream:
-        lines += [f"Started from {', '.join(f'`{u}`' for u in upstream)} (another run's output; its stages are "
+        lines += [f"Started from {', '.join(f'`{d}`' for _, d in upstream)} (another run's output; its stages are "
                   "listed first).", ""]
     lines += ["| stage | finished (UTC) | wall time | output |", "|---|---|---|---|"]
     for m, d in manifests:

@@ -365,8 +365,7 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
                     "labels": len(lm), "train_inputs": len(feats), **{f"train_{k}": v for k, v in train_length.items()
                                                                      if k != "texts"}},
             seed=best_run["seed"], started=started, finished=time.time(),
-            extra={"task": cfg.task, "metric": main, "valid_" + main: best_run["valid"][main],
-                   "test_" + main: (best_run["test"] or {}).get(main),
+            extra={"task": cfg.task, "metric": main,
                    "metrics": {"valid_" + main: best_run["valid"][main],  # what `workbench report` shows
                                "test_" + main: (best_run["test"] or {}).get(main)}},
         )

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from workbench.errors import StageInputError
+from workbench.modeling import check_model_path
 
 log = logging.getLogger("workbench.tasks")
 
@@ -75,21 +76,11 @@ class TaskSpec:
         return cls(**obj)
 
 
-def _check_model_path(model: str, needed_by: str) -> None:
-    path = Path(model)
-    if not path.is_dir() and (path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1):
-        raise StageInputError(f"{needed_by}: model '{model}' is not a directory; pass model=DIR "
-                              "(a saved model: config.json + model.safetensors) or a hub id such as bert-base-chinese")
-    if path.is_dir() and not (path / "config.json").is_file():
-        raise StageInputError(f"{needed_by}: {path} has no config.json, so it is not a saved model "
-                              f"(it has: {', '.join(sorted(p.name for p in path.iterdir())[:8]) or 'nothing'})")
-
-
 def load_for_finetune(model: str, spec: TaskSpec, *, needed_by: str = "finetune"):
     """The base model with a new head for `spec` (its encoder weights loaded, the head random)."""
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
-    _check_model_path(model, needed_by)
+    check_model_path(model, needed_by=needed_by)
     names = spec.output_labels()
     kwargs = dict(num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
     try:

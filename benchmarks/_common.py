@@ -1,0 +1,37 @@
+"""What the CLI-driven benchmarks share: running a `workbench` stage as a subprocess (as a
+user would), logging it, and writing the results pair under benchmarks/results/."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def workbench(*args, log: Path | None = None) -> str:
+    """Run `python -m workbench ARGS` offline; append its output to `log`; exit on failure."""
+    t = time.time()
+    cmd = [sys.executable, "-m", "workbench", *map(str, args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if log is not None:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"$ workbench {' '.join(cmd[3:])}\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}\n"
+                    f"[{time.time() - t:.0f} s, exit {proc.returncode}]\n\n")
+    if proc.returncode:
+        sys.exit(f"failed: workbench {' '.join(cmd[3:])}\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+def save_results(name: str, text: str, data: dict) -> None:
+    """Print `text`; write results/<name>.txt and results/<name>.json."""
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.txt").write_text(text + "\n", encoding="utf-8")
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
