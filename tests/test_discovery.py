@@ -49,8 +49,9 @@ def test_segmenter_interface_cuts_text_into_covering_substrings(tmp_path):
     assert [w.split() for w in words] == [["1"], ["7", "8", "9"], ["[SEP]"], ["5", "6"], ["x"], ["10", "11", "12", "13"]]
     assert seg.cut("") == [] and seg.cut("   ") == ["   "]
     texts = ["5 6 1", "7 8 9"]
-    batch, types = seg.cut_batch_with_type_ids(texts, {})
-    assert batch == [seg.cut(t) for t in texts] and types.tolist() == [-1] * 3 and types.dtype == np.int16
+    n_words, lengths, types = seg.cut_batch(texts, {})
+    assert n_words.tolist() == [2, 1] and lengths.tolist() == [len(w) for t in texts for w in seg.cut(t)]
+    assert types.tolist() == [-1] * 3 and types.dtype == np.int16
     assert seg.cut_with_entities("5 6 1") == (["5 6 ", "1"], [None, None])
     assert seg.entity_types == [] and seg.lexicon_stats[0]["entries"] == len(seg.words)
     assert ("5 6", seg.words[[w.ids for w in seg.words].index((5, 6))].count, None) in seg.lexicon_words

@@ -91,6 +91,38 @@ def test_rjieba_agrees_with_jieba_on_real_text(review_lines):
     assert same / len(review_lines) >= 0.95
 
 
+EDGE_TEXTS = ["", "abc", "def", "x\x00y", "结尾是回车\r", "\n开头是换行", "   ", "iPhone15+", "-", "。", "中文", "",
+              "英文word和数字123混在一起", "😊表情😊", "\r\n"]
+
+
+@pytest.mark.parametrize("backend", ["jieba", "rjieba"])
+def test_batch_cut_in_one_call_equals_cutting_each_text(backend, review_lines):
+    """The stage cuts a batch in one call (texts joined by NUL): the words must be exactly
+    those of cutting each text alone, entity types included, on real text and on edges
+    (empty texts, NUL inside a text, latin/digit runs and CR/LF at the joins)."""
+    seg = Segmenter(backend, [], {"nr": "PER", "ns": "LOC", "nt": "ORG", "nz": "MISC"})
+    types = {t: i for i, t in enumerate(seg.entity_types)}
+    texts = review_lines + TEXTS + EDGE_TEXTS
+    n_words, lengths, type_ids = seg.cut_batch(texts, types)
+    alone = [seg.cut_with_entities(t) for t in texts]
+    assert n_words.tolist() == [len(w) for w, _ in alone]
+    assert lengths.tolist() == [len(x) for w, _ in alone for x in w]
+    assert type_ids.tolist() == [types[t] if t else -1 for _, ts in alone for t in ts]
+    assert (type_ids >= 0).sum() > 20  # real entities were found
+    assert [x.tolist() for x in seg.cut_batch(EDGE_TEXTS[:1], types)] == [[0], [], []]
+    assert [len(x) for x in seg.cut_batch([], types)] == [0, 0, 0]
+
+
+def test_batch_cut_falls_back_to_one_call_per_text_when_separators_merge():
+    from workbench.segment.segmenter import cut_joined
+
+    def whole(text):  # a "segmenter" that keeps the whole input as one word, NULs included
+        return [text] if text else []
+
+    n_words, flat, lengths = cut_joined(whole, ["ab", "", "cde"])
+    assert n_words.tolist() == [1, 0, 1] and flat == ["ab", "cde"] and lengths.tolist() == [2, 3]
+
+
 def test_broken_lexicon_lines(tmp_path):
     lex = tmp_path / "broken.txt"
     lex.write_text("好词\t12\n坏词\t3?\n另一个\t7\n空 格\t5\n", encoding="utf-8")

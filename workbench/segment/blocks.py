@@ -24,6 +24,7 @@ followed by [SEP]; a document is only split when it does not fit in one block.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from itertools import chain
 
@@ -88,9 +89,7 @@ def encode_docs(texts: list[str], tokenizer, segmenter, type_index: dict[str, in
         ids = np.fromiter(chain.from_iterable(e.ids for e in enc), dtype=np.int32, count=int(n_tok.sum()))
         starts = np.fromiter(chain.from_iterable(chain.from_iterable(e.offsets for e in enc)), dtype=np.int64,
                              count=2 * int(n_tok.sum()))[::2]
-    words, word_type = segmenter.cut_batch_with_type_ids(texts, type_index)
-    n_words = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
-    word_len = np.fromiter(map(len, chain.from_iterable(words)), dtype=np.int64, count=int(n_words.sum()))
+    n_words, word_len, word_type = segmenter.cut_batch(texts, type_index)
     text_len = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
     # jieba and rjieba return every character; alignment below relies on it.
     covered = np.bincount(np.repeat(np.arange(len(texts)), n_words), weights=word_len, minlength=len(texts))
@@ -122,19 +121,21 @@ def _pieces(doc: Doc, cap: int) -> list[tuple[int, int]]:
     n = len(doc)
     if n <= cap:
         return [(0, n)] if n else []
-    is_start = np.r_[True, doc.word[1:] != doc.word[:-1]]
-    word_starts = np.flatnonzero(is_start)
+    is_start = np.empty(n, dtype=bool)
+    is_start[0] = True
+    np.not_equal(doc.word[1:], doc.word[:-1], out=is_start[1:])
+    word_starts = np.flatnonzero(is_start).tolist()
     after_sent = np.flatnonzero(doc.sent[:-1]) + 1  # the token after a sentence end (never n)
-    after_sent = after_sent[is_start[after_sent]]   # ... when it starts a word
+    after_sent = after_sent[is_start[after_sent]].tolist()  # ... when it starts a word
     out, s = [], 0
-    while n - s > cap:
+    while n - s > cap:  # both lists are sorted: each cut is two binary searches
         limit = s + cap
-        sent = after_sent[(after_sent > s + cap // 2) & (after_sent <= limit)]
-        if len(sent):
-            cut = int(sent[-1])
+        hi = bisect_right(after_sent, limit)
+        if hi > bisect_right(after_sent, s + cap // 2):
+            cut = after_sent[hi - 1]  # the last sentence end in the second half of the window
         else:
-            ws = word_starts[(word_starts > s) & (word_starts <= limit)]
-            cut = int(ws[-1]) if len(ws) else limit  # one word longer than a block: hard cut
+            hi = bisect_right(word_starts, limit)
+            cut = word_starts[hi - 1] if hi > bisect_right(word_starts, s) else limit  # one word longer than a block: hard cut
         out.append((s, cut))
         s = cut
     out.append((s, n))

@@ -19,7 +19,7 @@ key pairs. A document edge counts as a fresh neighbour each time (it adds freedo
 `DiscoveredSegmenter` cuts id text into those words by maximum probability (a unigram
 model over the discovered words and the single ids, dynamic programming, like jieba's
 DAG search) or greedy longest match, with the interface of
-`workbench.segment.segmenter.Segmenter` (cut, cut_batch_with_type_ids,
+`workbench.segment.segmenter.Segmenter` (cut, cut_batch,
 cut_with_entities, entity_types, lexicon_words, lexicon_stats; picklable), so the segment
 stage can store word ids and whole-word masking works on id corpora. A "word" is a
 substring of the text: its ids with the spaces between them (and the spaces after it), so
@@ -228,9 +228,11 @@ class DiscoveredSegmenter:
         words = self.cut(text)
         return words, [None] * len(words)
 
-    def cut_batch_with_type_ids(self, texts: list[str], type_index: dict[str, int]) -> tuple[list[list[str]], np.ndarray]:
+    def cut_batch(self, texts: list[str], type_index: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         words = [self.cut(t) for t in texts]
-        return words, np.full(sum(map(len, words)), -1, dtype=np.int16)
+        lengths = [len(w) for ws in words for w in ws]
+        return (np.fromiter(map(len, words), dtype=np.int64, count=len(words)), np.asarray(lengths, dtype=np.int64),
+                np.full(len(lengths), -1, dtype=np.int16))
 
     # ---- files
     def save(self, path: str | Path) -> Path:

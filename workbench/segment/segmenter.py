@@ -15,7 +15,8 @@ and the Rust object cannot be pickled.
 from __future__ import annotations
 
 import os
-from itertools import chain, repeat
+from itertools import chain, compress, repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ class Segmenter:
         state["_impl"] = None  # rebuilt in the worker
         state.pop("_type_ids", None)
         state.pop("_type_ids_key", None)
+        state.pop("_type_ids_min_len", None)
         return state
 
     def _build(self):
@@ -98,28 +100,37 @@ class Segmenter:
             return [p.word for p in impl.lcut(text)]
         return impl.lcut(text) if self.backend == "jieba" else impl.cut(text)
 
-    def cut_batch_with_type_ids(self, texts: list[str], type_index: dict[str, int]) -> tuple[list[list[str]], np.ndarray]:
-        """Words per text, and one entity type id per word of the whole batch (-1: none).
+    def cut_batch(self, texts: list[str], type_index: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A batch's words as flat arrays: words per text (int64), each word's length in
+        characters (int64) and entity type id (int16, -1: none).
 
-        The hot path of the segment stage: one dictionary lookup per word over the batch,
-        with the word → type-id table built once per type_index."""
+        The hot path of the segment stage. The backend cuts the whole batch in one call, the
+        texts joined by NUL (see `cut_joined`), and entity types are one dictionary lookup per
+        word that can be an entity (the word → type-id table is built once per type_index)."""
         if self.posseg:
             pairs = [self.cut_with_entities(t) for t in texts]
-            words = [w for w, _ in pairs]
+            flat = [w for ws, _ in pairs for w in ws]
             ids = [type_index[t] if t else -1 for _, ts in pairs for t in ts]
-            return words, np.asarray(ids, dtype=np.int16)
+            return (np.fromiter((len(ws) for ws, _ in pairs), dtype=np.int64, count=len(pairs)),
+                    np.fromiter(map(len, flat), dtype=np.int64, count=len(flat)), np.asarray(ids, dtype=np.int16))
         impl = self._impl or self._build()
-        cut = impl.lcut if self.backend == "jieba" else impl.cut
-        words = [cut(t) for t in texts]
+        n_words, flat, word_len = cut_joined(impl.lcut if self.backend == "jieba" else impl.cut, texts)
         key = tuple(sorted(type_index.items()))
         if getattr(self, "_type_ids_key", None) != key:
             self._type_ids = {w: type_index[t] for w, t in self.entities.items() if t in type_index}
+            self._type_ids_min_len = min(map(len, self._type_ids), default=0)
             self._type_ids_key = key
-        n = sum(map(len, words))
-        # map(dict.get, words, repeat(-1)) runs the lookups without a Python frame per word
-        # (2x a generator expression over the ~800k words of a 1.4 Mchar batch).
-        ids = map(self._type_ids.get, chain.from_iterable(words), repeat(-1, n))
-        return words, np.fromiter(ids, dtype=np.int16, count=n)
+        ids = np.full(len(flat), -1, dtype=np.int16)
+        # Only words as long as the shortest entity are looked up (entities are multi-character
+        # unless a lexicon says otherwise: about half the words are skipped), with
+        # map(dict.get) so no Python frame runs per word.
+        if self._type_ids:
+            cand = np.flatnonzero(word_len >= self._type_ids_min_len)
+            if len(cand):
+                words = itemgetter(*cand.tolist())(flat) if len(cand) > 1 else (flat[int(cand[0])],)
+                ids[cand] = np.fromiter(map(self._type_ids.get, words, repeat(-1, len(cand))),
+                                        dtype=np.int16, count=len(cand))
+        return n_words, word_len, ids
 
     def cut_with_entities(self, text: str) -> tuple[list[str], list[str | None]]:
         """Words, and each word's entity type or None."""
@@ -132,3 +143,40 @@ class Segmenter:
         words = self.cut(text)
         get = self.entities.get
         return words, [get(w) for w in words]
+
+
+SEPARATOR = "\x00"
+
+
+def cut_joined(cut, texts: list[str]) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Cut a batch of texts with one call of `cut` (a jieba-style ``str → list[str]``):
+    returns words per text, the words of all texts in order, and their lengths.
+
+    The texts are joined by NUL. jieba and jieba-rs only ever make words of runs of CJK,
+    latin letters, digits and ``+#&._%-``; any other character is a word on its own, so a
+    NUL is a block boundary that changes nothing on either side: the words are exactly
+    those of cutting each text alone (tested against per-text cutting on real corpora).
+    One call saves the per-call overhead of ~20k small calls (about 10% of rjieba's time)
+    and yields the flat word list the stage needs anyway. Where the separators do not come
+    back as their own words (a backend that behaves differently), the texts are cut one
+    by one instead.
+    """
+    text_len = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    flat = cut(SEPARATOR.join(texts)) if texts else []
+    word_len = np.fromiter(map(len, flat), dtype=np.int64, count=len(flat))
+    if len(texts) > 1:
+        ends = np.cumsum(word_len)
+        sep_end = np.cumsum(text_len + 1)[:-1]  # where each separator ends, in characters
+        sep = np.searchsorted(ends, sep_end)
+        if not (len(ends) and sep[-1] < len(ends) and np.array_equal(ends[sep], sep_end)
+                and (word_len[sep] == 1).all()):
+            words = [cut(t) for t in texts]
+            flat = list(chain.from_iterable(words))
+            return (np.fromiter(map(len, words), dtype=np.int64, count=len(words)), flat,
+                    np.fromiter(map(len, flat), dtype=np.int64, count=len(flat)))
+        keep = np.ones(len(flat), dtype=bool)
+        keep[sep] = False
+        n_words = np.diff(np.r_[-1, sep, len(flat)]) - 1
+        flat = list(compress(flat, keep.tolist()))
+        return n_words.astype(np.int64), flat, word_len[keep]
+    return np.array([len(flat)] * len(texts), dtype=np.int64), flat, word_len
