@@ -173,14 +173,16 @@ def _counts(dd, tok, entity_types: list[str], n_docs: dict[str, int], data_dir: 
         blocks[name] = len(d)
         if not len(d):
             continue
-        ids = pc.list_flatten(d.data.column("input_ids"))
+        # numpy on the flat columns: pc.equal(uint16 column, python int) casts the whole
+        # column to int64 first (0.5 s on 36 M tokens; this is ~20 ms)
+        ids = pc.list_flatten(d.data.column("input_ids")).to_numpy()
         tokens += len(ids)
-        unk += int(pc.sum(pc.equal(ids, tok.unk_token_id)).as_py() or 0)
+        unk += int(np.count_nonzero(ids == tok.unk_token_id))
         w = d.data.column("word_ids")
         words += _count_words(w)
         tags = pc.list_flatten(d.data.column("entity_tags")).to_numpy()
-        starts = tags[tags % 2 == 1]
-        ent += np.bincount((starts - 1) // 2, minlength=len(entity_types))[: len(entity_types)]
+        by_tag = np.bincount(tags.view(np.uint8), minlength=2 * len(entity_types) + 1)
+        ent += by_tag[1:2 * len(entity_types) + 1:2]  # odd tags start an entity
     disk = sum(p.stat().st_size for p in data_dir.rglob("*.arrow"))
     return {
         "in": sum(n_docs.values()),
@@ -203,11 +205,10 @@ def _count_words(word_ids_column) -> int:
     total = 0
     for chunk in word_ids_column.chunks:
         flat = pc.list_flatten(chunk).to_numpy().astype(np.int64)
-        parents = pc.list_parent_indices(chunk).to_numpy()
+        offsets = chunk.offsets.to_numpy()
+        starts = offsets[:-1][np.diff(offsets) > 0] - offsets[0]  # non-empty blocks
         if len(flat):
-            per_block = np.full(len(chunk), -1, dtype=np.int64)
-            np.maximum.at(per_block, parents, flat)
-            total += int((per_block + 1).sum())
+            total += int((np.maximum.reduceat(flat, starts) + 1).sum())
     return total
 
 
