@@ -154,6 +154,33 @@ def test_packing_respects_words_and_limits(tok, review_lines):
     assert entity_ids_from_tags(np.array([0, 1, 2, 0, 3, 1, 0])).tolist() == [-1, 0, 0, -1, 1, 2, -1]
 
 
+def test_batch_cutting_of_long_documents_matches_the_per_document_rule():
+    """pack_flat cuts all long documents of a batch at once; it must give exactly the pieces
+    of the per-document greedy rule (_pieces): sentence ends in the second half of the
+    window first, else the last word start, else a hard cut inside a too-long word."""
+    from workbench.segment.blocks import Doc, Encoded, _cut_long_documents, _pieces
+
+    rng = np.random.default_rng(7)
+    for trial in range(40):
+        cap = int(rng.integers(4, 40))
+        docs = []
+        for _ in range(int(rng.integers(1, 12))):
+            n = int(rng.choice([0, 1, cap, cap + 1, int(rng.integers(1, 6 * cap))]))
+            # word lengths from 1 to beyond the cap (forces hard cuts), sentence ends anywhere
+            lengths = rng.choice([1, 1, 2, 2, 3, 4, cap + 3], size=n + 1)
+            word = np.repeat(np.arange(len(lengths)), lengths)[:n].astype(np.int32)
+            sent = rng.random(n) < 0.1
+            docs.append(Doc(np.arange(n, dtype=np.int32), word, np.zeros(n, np.int8), sent))
+        enc = Encoded.from_docs(docs)
+        offsets = enc.offsets()
+        expected = [(int(a) + s, e - s) for a, d in zip(offsets, docs) for s, e in _pieces(d, cap)]
+        if not (enc.n_tok > cap).any():
+            continue
+        first, length = _cut_long_documents(enc, offsets, cap)
+        assert list(zip(first.tolist(), length.tolist())) == expected, trial
+        assert length.max() <= cap and length.sum() == len(enc.ids)
+
+
 def test_sentence_pairs(tok, review_lines):
     seg = Segmenter("jieba", [], {})
     docs = encode_docs(review_lines[:60], tok, seg, {})
