@@ -58,6 +58,9 @@ def test_classification_end_to_end(cli, review_data, tmp_path):
     tok = load_tokenizer(str(d / "base"), needed_by="test")
     texts = [line.split("\t", 1)[1] for line in (d / "train.tsv").read_text(encoding="utf-8").splitlines()[1:]]
     n_long = sum(len(tok(t, add_special_tokens=False)["input_ids"]) > 46 for t in texts)
+    unk = m["length"]["train"].pop("unk")  # the vocabulary was built from these texts
+    assert unk["tokens"] > 200 * 10 and unk["unk_rate"] < 0.01, unk  # latin words the char vocab lacks
+    assert all(not any("\u4e00" <= c <= "\u9fff" for c in t) for t, _ in unk["top_unk"]), unk
     assert n_long > 0 and m["length"]["train"] == {"texts": 200, "truncated": n_long}
     assert len(m["history"]["0"]) == 4  # one valid evaluation per epoch
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))

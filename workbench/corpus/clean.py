@@ -53,6 +53,16 @@ def _fullwidth_table(mode: str) -> dict[int, int]:
     return table
 
 
+def char_map(cfg: CleanConfig) -> dict[str, str]:
+    """The one-character, context-free part of this cleaning (full-width folding, punct_to_ascii),
+    as {character: replacement}: what a tokenizer must also do to raw text so that text meets
+    the vocabulary of a model trained on cleaned text (workbench.vocab.normalize)."""
+    out = {chr(a): chr(b) for a, b in _fullwidth_table(cfg.fullwidth).items()} if cfg.fullwidth != "off" else {}
+    if cfg.punct_to_ascii:
+        out.update({chr(a): b for a, b in _PUNCT_TO_ASCII.items()})
+    return out
+
+
 @functools.lru_cache(maxsize=None)
 def _invisible_table() -> dict[int, None]:
     """Control (Cc) and format (Cf) characters except tab/newline: zero-width spaces and

@@ -24,7 +24,9 @@ def _metric_lines(m: dict | None, task: str) -> list[str]:
     return [f"- {k}: {m[k]:.4f}" for k in keys if k in m]
 
 
-def model_card(name: str, spec: TaskSpec, metrics: dict[str, Any], finetune_manifest: dict[str, Any]) -> str:
+def model_card(name: str, spec: TaskSpec, metrics: dict[str, Any], finetune_manifest: dict[str, Any],
+               char_map: dict[str, str] | None = None) -> str:
+    """`char_map`: the character folding the tokenizer carries (workbench/vocab/normalize.py)."""
     task = spec.task
     cfg = finetune_manifest.get("config", {})
     counts = finetune_manifest.get("counts", {})
@@ -52,6 +54,9 @@ def model_card(name: str, spec: TaskSpec, metrics: dict[str, Any], finetune_mani
         lines.append(f"| {label} | {c} | {c / total:.1%} |")
     length = metrics.get("length", {})
     train_len = length.get("train", {})
+    unk = train_len.get("unk")
+    if unk:
+        lines += ["", f"[UNK] tokens in the train text: {unk['unk']:,} of {unk['tokens']:,} ({unk['unk_rate']:.2%})."]
     if task == "tagging":
         lines += ["", f"Long sentences are cut into windows of {spec.max_length} tokens sharing {spec.overlap()} "
                   f"(train: {train_len.get('texts_split', 0)} of {train_len.get('texts', 0)} sentences split, "
@@ -97,7 +102,12 @@ def model_card(name: str, spec: TaskSpec, metrics: dict[str, Any], finetune_mani
               f"- Inputs longer than {spec.max_length} tokens are "
               + ("windowed by `workbench predict`; the plain pipeline truncates or errors on them." if task == "tagging"
                  else "truncated: the end of long texts is not seen."),
-              "- Texts are not cleaned or normalised before prediction; give them in the form the training data had.",
+              (f"- The tokenizer folds {len(char_map)} characters before tokenizing ("
+               + ", ".join(f"{a}→{b}" for a, b in sorted(char_map.items())[:3])
+               + " ...), as `prepare` cleaned the pretraining text; nothing else is cleaned (URLs, @mentions, "
+               "traditional → simplified ...): give texts in the form the training data had."
+               if char_map else
+               "- Texts are not cleaned or normalised before prediction; give them in the form the training data had."),
               "- Only [CLS] pooling was used (no mean pooling, adapters or LoRA)."]
     if spec.crf:
         lines.append("- The plain pipeline decodes the emission scores by argmax, which may give invalid tag "

@@ -19,8 +19,9 @@ exactly one token on its own is class 0), so normalisation details (lower-casing
 stripping, NFD of compatibility ideographs) stay the tokenizer's. Tests compare both
 paths on real corpora and on random Unicode strings.
 
-Only tokenizers with BERT's normaliser + pre-tokenizer + WordPiece, and no multi-character
-added tokens, qualify (`supported`); others use the plain Rust path.
+Only tokenizers with BERT's normaliser (optionally after prepare's one-character folding
+rules, see workbench/vocab/normalize.py) + pre-tokenizer + WordPiece, and no
+multi-character added tokens, qualify (`supported`); others use the plain Rust path.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
+
+from workbench.vocab.normalize import is_char_map_normalizer
 
 _BMP = 1 << 16
 
@@ -38,6 +41,10 @@ def supported(tokenizer) -> bool:
     except Exception:
         return False
     norm, pre, model = spec.get("normalizer") or {}, spec.get("pre_tokenizer") or {}, spec.get("model") or {}
+    if is_char_map_normalizer(norm):
+        # prepare's character folding in front (workbench.vocab.normalize): each rule maps one
+        # character, context-free, so the per-character probe below sees its effect.
+        norm = norm["normalizers"][-1]
     # Added tokens are matched before normalisation. Single characters (extend-vocab's emoji)
     # behave like isolated characters, which the probe sees; longer ones (domain words) can
     # span several characters, which the per-character table cannot express.

@@ -26,6 +26,7 @@ from workbench.config import ExportConfig
 from workbench.manifest import MANIFEST, atomic_output_dir, require_stage_output, write_manifest
 from workbench.report.model_card import model_card
 from workbench.tasks.heads import TaskSpec
+from workbench.vocab.normalize import char_map_in_dir
 
 # Files of a finetune output that are not part of the export (plots stay with the run).
 _SKIP = {MANIFEST}
@@ -51,7 +52,7 @@ def run(cfg: ExportConfig) -> dict[str, Any]:
         (tmp / "labels.json").write_text(json.dumps(labels, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         if spec.crf:
             shutil.copy2(Path(__file__).resolve().parents[1] / "tasks" / "crf_decode.py", tmp / "crf_decode.py")
-        (tmp / "README.md").write_text(model_card(name, spec, metrics, upstream), encoding="utf-8")
+        (tmp / "README.md").write_text(model_card(name, spec, metrics, upstream, char_map_in_dir(src)), encoding="utf-8")
         manifest = write_manifest(
             tmp, stage="export", config=cfg.model_dump(mode="json"),
             inputs=[{"finetune": str(src), "created": upstream.get("created"),

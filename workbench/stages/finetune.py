@@ -42,7 +42,7 @@ from workbench.manifest import atomic_output_dir, read_manifest, sha256_file, wr
 from workbench.tasks.heads import TaskSpec, add_lora, freeze_layers, load_for_finetune, save_crf
 from workbench.tasks.labels import LabelMap, check_labels, infer_label_map
 from workbench.tasks.tags import tag_list
-from workbench.vocab.tokenizer import load_tokenizer
+from workbench.vocab.tokenizer import load_tokenizer, unk_report
 
 log = logging.getLogger("workbench.finetune")
 
@@ -297,6 +297,13 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
     if train_length.get("truncated"):
         log.warning("finetune: %d of %d train texts are longer than max_length=%d tokens and were truncated (%s)",
                     train_length["truncated"], len(train), cfg.max_length, cfg.truncation)
+    texts = [r.text for r in train] + [r.text_pair for r in train if getattr(r, "text_pair", None)]
+    train_length["unk"] = unk_report(texts, tok)
+    if train_length["unk"]["unk_rate"] > 0.005:
+        log.warning("finetune: %.2f%% of the train tokens are [UNK] (most often: %s): the model's vocabulary lacks "
+                    "them; clean the text the way the pretraining corpus was cleaned, or extend the vocabulary "
+                    "(workbench extend-vocab)", 100 * train_length["unk"]["unk_rate"],
+                    ", ".join(f"{t!r} x{c}" for t, c in train_length["unk"]["top_unk"][:5]))
     log.info("finetune: %s, %d train / %d valid / %s test records, %d labels, %d train inputs, model %s",
              cfg.task, len(train), len(valid), len(test) if test is not None else "no", len(lm), len(feats), cfg.model)
 

@@ -50,6 +50,7 @@ from workbench.errors import StageInputError
 from workbench.manifest import MANIFEST, atomic_output_dir, require_stage_output, sha256_file, write_manifest
 from workbench.masking.collator import IGNORE_INDEX, MaskingCollator
 from workbench.modeling import load_masked_lm, set_sparse_mlm_head
+from workbench.vocab.normalize import install_char_map
 from workbench.vocab.tokenizer import load_tokenizer, vocab_fingerprint
 
 log = logging.getLogger("workbench.pretrain")
@@ -243,6 +244,8 @@ def run(cfg: PretrainConfig, *, callbacks: list | None = None) -> dict[str, Any]
     in_dir = cfg.input_path()
     upstream = require_stage_output(in_dir, "segment", needed_by="pretrain")
     tok = load_tokenizer(cfg.model, needed_by="pretrain")
+    # The model learns text folded by prepare; its saved tokenizer folds raw text the same way.
+    tok = install_char_map(tok, (upstream.get("tokenizer") or {}).get("char_map") or {})
     data_vocab = (upstream.get("tokenizer") or {}).get("vocab_sha256")
     model_vocab = vocab_fingerprint(tok)
     if data_vocab != model_vocab:

@@ -8,7 +8,8 @@ never re-segments. Output directory (written atomically):
     dataset/      DatasetDict of blocks: input_ids (uint16 when the vocab fits),
                   word_ids (int16), entity_tags (int8), pair_split (int16)
                   [, next_sentence_label (int8)]  — see workbench/segment/blocks.py
-    tokenizer/    the tokenizer that made the ids (save_pretrained)
+    tokenizer/    the tokenizer that made the ids (save_pretrained), with prepare's
+                  character folding installed (workbench/vocab/normalize.py)
     manifest.json tokenizer vocab hash, entity types, lexicon stats, counts
 
 Per batch of documents (datasets.map, batched, optionally in worker processes): the
@@ -36,6 +37,7 @@ from workbench.segment.blocks import BlockBuilder, encode_docs, render_block
 from workbench.segment.fast_tokenize import FastChineseEncoder
 from workbench.segment.fast_tokenize import supported as fast_supported
 from workbench.segment.segmenter import Segmenter
+from workbench.vocab.normalize import char_map_for, install_char_map, installed_char_map
 from workbench.vocab.tokenizer import load_tokenizer, vocab_fingerprint
 
 log = logging.getLogger("workbench.segment")
@@ -105,6 +107,10 @@ def run(cfg: SegmentConfig) -> dict[str, Any]:
         raise StageInputError(f"segment: the prepared dataset in {in_dir} has no documents "
                               f"(prepare kept 0 of {upstream['counts'].get('in', '?')} rows; see {in_dir}/rejects.jsonl)")
     tok = load_tokenizer(cfg.model, needed_by="segment")
+    # prepare folded characters (full-width → ASCII ...): the tokenizer saved here, and the
+    # model pretrain saves, do the same to raw text (workbench/vocab/normalize.py).
+    tok = install_char_map(tok, char_map_for((upstream.get("config") or {}).get("clean")))
+    char_map = installed_char_map(tok)
     if cfg.backend == "discovered":  # desensitised id text: words found by `remap`'s discovery
         from workbench.segment.discovery import DiscoveredSegmenter
 
@@ -151,7 +157,7 @@ def run(cfg: SegmentConfig) -> dict[str, Any]:
             hash_exclude=tuple(f"dataset/{s}/state.json" for s in dd),
             extra={
                 "tokenizer": {"model": cfg.model, "class": type(tok).__name__, "vocab_size": len(tok),
-                              "vocab_sha256": vocab_fingerprint(tok)},
+                              "vocab_sha256": vocab_fingerprint(tok), "char_map": char_map},
                 "entity_types": seg.entity_types,
                 "examples": examples,
                 "lexicons": seg.lexicon_stats,

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from workbench.vocab.normalize import base_normalizer_spec, install_char_map, installed_char_map
+
 _UNUSED = re.compile(r"^\[unused(\d+)\]$")
 _LATIN = re.compile(r"[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*")
 SOURCES = ("unk_chars", "latin", "lexicon")
@@ -188,8 +190,10 @@ def extended_tokenizer(tok, placed: list[NewToken]):
         else:
             assert t.row == len(rows), (t.row, len(rows))
             rows.append(t.text)
-    norm = tokenizer_spec(tok).get("normalizer") or {}
-    new = type(tok)(
+    from transformers import BertTokenizer
+
+    norm = base_normalizer_spec(tok)
+    new = BertTokenizer(
         vocab={t: i for i, t in enumerate(rows)},
         do_lower_case=bool(norm.get("lowercase", True)),
         tokenize_chinese_chars=bool(norm.get("handle_chinese_chars", True)),
@@ -202,7 +206,7 @@ def extended_tokenizer(tok, placed: list[NewToken]):
         new.add_tokens(old_added + words)
     if len(new) != len(rows):
         raise ValueError(f"extended tokenizer has {len(new)} tokens, expected {len(rows)}")
-    return new, rows
+    return install_char_map(new, installed_char_map(tok)), rows  # keep prepare's character folding
 
 
 def init_rows(model, placed: list[NewToken], unk_id: int) -> None:

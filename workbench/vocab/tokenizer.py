@@ -26,6 +26,11 @@ def _vocab_lines(directory: Path) -> int | None:
         return sum(1 for _ in f)
 
 
+def _tokenizer_class(path: Path) -> str | None:
+    cfg = path / "tokenizer_config.json"
+    return json.loads(cfg.read_text(encoding="utf-8")).get("tokenizer_class") if cfg.is_file() else None
+
+
 def _is_bert_dir(path: Path) -> bool:
     """A saved BERT tokenizer: tokenizer_config.json names a Bert tokenizer, or there is
     only a vocab.txt."""
@@ -58,6 +63,12 @@ def load_tokenizer(model: str, *, needed_by: str):
         if local and _is_bert_dir(path):
             # Not AutoTokenizer: it imports torch (~1.5 s) and fails on a bare vocab.txt dir.
             tok = BertTokenizer.from_pretrained(model)
+        elif local and _tokenizer_class(path) == "PreTrainedTokenizerFast":
+            # A tokenizer with prepare's character folding (workbench/vocab/normalize.py):
+            # loaded as our subclass so that saving it again keeps its class name and vocab.txt.
+            from workbench.vocab.folding_tokenizer import PreTrainedTokenizerFast
+
+            tok = PreTrainedTokenizerFast.from_pretrained(model)
         else:
             from transformers import AutoTokenizer
 
@@ -98,3 +109,20 @@ def vocab_fingerprint(tok) -> str:
     for token, idx in items:
         h.update(f"{idx}\t{token}\n".encode("utf-8"))
     return h.hexdigest()
+
+
+def unk_report(texts: list[str], tok, top: int = 10) -> dict:
+    """How much of `texts` the tokenizer turns into [UNK], and the raw text behind the most
+    frequent [UNK]s (from the offsets), e.g. {"tokens": 51234, "unk": 870, "unk_rate": 0.017,
+    "top_unk": [["１", 412], ["…", 98], ...]}."""
+    from collections import Counter
+
+    unk_id, n_tokens, seen = tok.unk_token_id, 0, Counter()
+    for i in range(0, len(texts), 1000):
+        batch = texts[i:i + 1000]
+        for text, enc in zip(batch, tok.backend_tokenizer.encode_batch(batch, add_special_tokens=False)):
+            n_tokens += len(enc.ids)
+            seen.update(text[a:b] for t, (a, b) in zip(enc.ids, enc.offsets) if t == unk_id)
+    n_unk = sum(seen.values())
+    return {"tokens": n_tokens, "unk": n_unk, "unk_rate": round(n_unk / n_tokens, 6) if n_tokens else 0.0,
+            "top_unk": [[t, c] for t, c in seen.most_common(top)]}

@@ -1,0 +1,23 @@
+"""The tokenizer class models with prepare's character folding are saved as (see normalize.py).
+
+A module of its own so that importing workbench.vocab.normalize does not import transformers,
+and so the class pickles by reference into datasets.map workers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import PreTrainedTokenizerFast as _TokenizersBackend
+
+
+class PreTrainedTokenizerFast(_TokenizersBackend):
+    """A fast tokenizer saved under the name every transformers version loads as-is from
+    tokenizer.json (transformers 5 writes its own class name, TokenizersBackend, which
+    transformers 4 does not know). Also writes vocab.txt, like a BERT tokenizer."""
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        out = super().save_pretrained(save_directory, *args, **kwargs)
+        rows = sorted(self.backend_tokenizer.get_vocab(with_added_tokens=False).items(), key=lambda kv: kv[1])
+        Path(save_directory, "vocab.txt").write_text("".join(f"{t}\n" for t, _ in rows), encoding="utf-8")
+        return out
