@@ -89,6 +89,25 @@ def test_stage_keeps_labels_and_writes_a_private_key(tmp_path, corpus_dir, revie
     assert other["outputs"]["reviews.tsv"] != m["outputs"]["reviews.tsv"]
 
 
+def test_stage_by_words_cuts_once_and_decodes_back(tmp_path, corpus_dir, review_lines, monkeypatch):
+    """unit=word: jieba runs once per row (pass 2 reads the words spooled by pass 1), and the
+    id text decodes to the original words, row by row, in every file."""
+    from workbench.corpus import desensitise as lib
+    from workbench.stages import desensitise
+
+    calls = []
+    real = lib.UnitSplitter.__call__
+    monkeypatch.setattr(lib.UnitSplitter, "__call__", lambda self, text: calls.append(text) or real(self, text))
+    out = tmp_path / "words"
+    m = desensitise.run(_cfg(f"input={corpus_dir}", f"output={out}", "unit=word", "key_seed=3"))
+    assert len(calls) == m["counts"]["rows"] == 70
+    back = {i: u for u, i in read_key(tmp_path / "words.key.tsv").items()}
+    docs = list(read_id_corpus(out / "reviews.tsv"))
+    split = lib.UnitSplitter("word")
+    assert [[back[i] for i in d.ids] for d in docs] == [split(t) for t in review_lines[:40]]
+    assert len(list(read_id_corpus(out / "plain.txt"))) == 20
+
+
 def test_stage_refuses_a_key_inside_the_output_and_unreadable_rows(tmp_path, corpus_dir):
     from workbench.stages import desensitise
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import json
 import secrets
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -76,15 +77,25 @@ def run(cfg: DesensitiseConfig) -> dict[str, Any]:
     split = UnitSplitter(cfg.unit)
     out_dir, key_path = cfg.output_path(), cfg.key_path()
 
-    # ---- pass 1: the distinct units
+    # ---- pass 1: the distinct units. jieba words are also spooled to a temporary file (one
+    # JSON list a row), so pass 2 reads them instead of running jieba a second time.
     units: set[str] = set()
     rows_in = tokens = 0
+    spool = tempfile.TemporaryFile("w+", encoding="utf-8") if cfg.unit == "word" else None
     for path in files:
         for r in _rows(path, cfg):
             us = split(r.text)
             units.update(us)
             rows_in += 1
             tokens += len(us)
+            if spool is not None:
+                spool.write(json.dumps(us, ensure_ascii=False) + "\n")
+    if spool is not None:
+        spool.seek(0)
+
+    def units_of(text: str) -> list[str]:
+        return json.loads(next(spool)) if spool is not None else split(text)
+
     if not units:
         raise InputError(", ".join(map(str, files)), "the corpus has no text to desensitise",
                          "point input= at the corpus files (and read.text_field at the text column)")
@@ -110,7 +121,7 @@ def run(cfg: DesensitiseConfig) -> dict[str, Any]:
                     if cfg.read.header:
                         w.writerow(cols)
                 for r in _rows(path, cfg):
-                    ids = " ".join(str(key[u]) for u in split(r.text))
+                    ids = " ".join(str(key[u]) for u in units_of(r.text))
                     if fmt == "txt":
                         f.write(ids + "\n")
                     elif fmt == "jsonl":
@@ -120,6 +131,10 @@ def run(cfg: DesensitiseConfig) -> dict[str, Any]:
                         w.writerow([values[c] for c in cols])
                     n += 1
             per_file.append({"path": str(path), "output": name, "format": fmt, "rows": n})
+        if spool is not None:
+            if next(spool, None) is not None:  # pass 2 must have read exactly the rows of pass 1
+                raise RuntimeError("desensitise: the input changed between the two passes; run it again")
+            spool.close()
         # The key is written only once the output is complete, and outside it.
         write_key(key_path, key)
         config = cfg.model_dump(mode="json")
