@@ -72,7 +72,8 @@ def test_offsets_point_into_the_raw_text_and_the_map_survives_save_and_load(mode
     assert installed_char_map(again) == mapping and type(again) is type(tok)
     assert again("１你", "好")["token_type_ids"] == [0, 0, 0, 0, 1, 1]
     again.save_pretrained(str(tmp_path / "again"))  # a second generation keeps class and vocab.txt
-    assert json.loads((tmp_path / "again" / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
+    config = json.loads((tmp_path / "again" / "tokenizer_config.json").read_text())
+    assert config["tokenizer_class"] == "PreTrainedTokenizerFast" and "is_local" not in config
     assert (tmp_path / "again" / "vocab.txt").read_text(encoding="utf-8") == (model_dir / "vocab.txt").read_text(encoding="utf-8")
     plain_hf = AutoTokenizer.from_pretrained(str(tmp_path / "saved"))  # no workbench code involved
     assert plain_hf(raw)["input_ids"] == tok(raw)["input_ids"]

@@ -16,6 +16,12 @@ from workbench.tasks.metrics import format_table
 _PIPELINE = {"tagging": "token-classification"}
 
 
+def _examples(char_map: dict[str, str], n: int = 3) -> list[tuple[str, str]]:
+    """A few visible rules spread over the map (e.g. ０→0, Ｚ→Z, ｚ→z)."""
+    items = [(a, b) for a, b in sorted(char_map.items()) if not a.isspace()]
+    return [items[round(i * (len(items) - 1) / max(n - 1, 1))] for i in range(min(n, len(items)))]
+
+
 def _metric_lines(m: dict | None, task: str) -> list[str]:
     if not m:
         return ["(none)"]
@@ -103,7 +109,7 @@ def model_card(name: str, spec: TaskSpec, metrics: dict[str, Any], finetune_mani
               + ("windowed by `workbench predict`; the plain pipeline truncates or errors on them." if task == "tagging"
                  else "truncated: the end of long texts is not seen."),
               (f"- The tokenizer folds {len(char_map)} characters before tokenizing ("
-               + ", ".join(f"{a}→{b}" for a, b in sorted(char_map.items())[:3])
+               + ", ".join(f"{a}→{b}" for a, b in _examples(char_map))
                + " ...), as `prepare` cleaned the pretraining text; nothing else is cleaned (URLs, @mentions, "
                "traditional → simplified ...): give texts in the form the training data had."
                if char_map else

@@ -6,6 +6,7 @@ and so the class pickles by reference into datasets.map workers.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from transformers import PreTrainedTokenizerFast as _TokenizersBackend
@@ -18,6 +19,11 @@ class PreTrainedTokenizerFast(_TokenizersBackend):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         out = super().save_pretrained(save_directory, *args, **kwargs)
+        cfg_path = Path(save_directory, "tokenizer_config.json")
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        for key in ("is_local", "local_files_only"):  # how it was last loaded, not what it is
+            cfg.pop(key, None)
+        cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         rows = sorted(self.backend_tokenizer.get_vocab(with_added_tokens=False).items(), key=lambda kv: kv[1])
         Path(save_directory, "vocab.txt").write_text("".join(f"{t}\n" for t, _ in rows), encoding="utf-8")
         return out
