@@ -196,6 +196,35 @@ def test_long_text_tagging_is_windowed_and_stitched(ner_exports, tmp_path):
         assert all(long_text[e["start"]:e["end"]] == e["text"] and e["end"] <= len(long_text) for e in row["entities"])
 
 
+def test_plain_pipeline_handles_texts_longer_than_the_model(cli, cls_export, ner_exports, tmp_path):
+    """The export's tokenizer knows the length the model was trained on (model_max_length =
+    max_length), so plain pipeline() truncates (classification, like `predict`) or strides
+    (token classification) instead of failing past the 512 position embeddings."""
+    d, n = cls_export, ner_exports
+    long_cls = "".join(t for _, t in reviews(40))[:1500]
+    long_ner = "".join((n / "sentences.txt").read_text(encoding="utf-8").splitlines()[:40])
+    assert len(long_cls) > 1000 and len(long_ner) > 1000
+    (tmp_path / "long.txt").write_text(long_cls + "\n", encoding="utf-8")
+    code, _, err = cli("predict", f"model={d / 'export'}", f"input={tmp_path / 'long.txt'}", f"output={tmp_path / 'p.jsonl'}")
+    assert code == 0, err
+    (ours,) = read_jsonl(tmp_path / "p.jsonl")
+    theirs = json.loads(_fresh_python(f"""
+        import json
+        from transformers import AutoTokenizer, pipeline
+        assert AutoTokenizer.from_pretrained({str(d / 'export')!r}).model_max_length == 64
+        nlp = pipeline("text-classification", model={str(d / 'export')!r}, device="cpu")
+        (r,) = nlp([{long_cls!r}], truncation=True)
+        ner = pipeline("token-classification", model={str(n / 'export-false')!r}, aggregation_strategy="simple",
+                       stride=16, device="cpu")
+        ents = ner({long_ner!r})
+        print(json.dumps({{"cls": [r["label"], r["score"]], "ner": [[e["start"], e["end"], e["word"]] for e in ents]}}))
+    """))
+    assert theirs["cls"][0] == ours["label"] and theirs["cls"][1] == pytest.approx(ours["score"], abs=1e-4)
+    ents = theirs["ner"]
+    assert len(ents) > 10 and max(e[1] for e in ents) > 1000  # entities found all along the text
+    assert all(0 <= a < b <= len(long_ner) for a, b, _ in ents)
+
+
 def test_evaluate_classification_and_tagging(cli, cls_export, ner_exports, tmp_path):
     d = cls_export
     out = tmp_path / "eval"

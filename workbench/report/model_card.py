@@ -105,9 +105,10 @@ def model_card(name: str, spec: TaskSpec, metrics: dict[str, Any], finetune_mani
               f"{what.capitalize()} of Chinese text like the training data above. Evaluate on your own data before relying on it.", ""]
     lines += ["## Limits", "",
               "- Scores are for the splits above only; other domains, registers and time periods will score lower.",
-              f"- Inputs longer than {spec.max_length} tokens are "
-              + ("windowed by `workbench predict`; the plain pipeline truncates or errors on them." if task == "tagging"
-                 else "truncated: the end of long texts is not seen."),
+              f"- Inputs longer than {spec.max_length} tokens (the tokenizer's `model_max_length`) are "
+              + ("windowed by `workbench predict`; give the plain pipeline `stride=16` to window them too."
+                 if task == "tagging"
+                 else "truncated: the end of long texts is not seen (plain pipeline: pass `truncation=True`)."),
               (f"- The tokenizer folds {len(char_map)} characters before tokenizing ("
                + ", ".join(f"{a}→{b}" for a, b in _examples(char_map))
                + " ...), as `prepare` cleaned the pretraining text; nothing else is cleaned (URLs, @mentions, "
@@ -123,7 +124,7 @@ def model_card(name: str, spec: TaskSpec, metrics: dict[str, Any], finetune_mani
     lines += ["## How to load", "", "```python", "from transformers import pipeline", "",
               f'nlp = pipeline("{pipeline_task}", model="PATH/TO/THIS/DIR"'
               + (', aggregation_strategy="simple")' if task == "tagging" else (", top_k=None)" if task == "multilabel" else ")")),
-              'nlp("今天天气不错")', "```", ""]
+              'nlp("今天天气不错"' + (", stride=16)" if task == "tagging" else ", truncation=True)"), "```", ""]
     if spec.crf:
         lines += ["With the CRF (needs only torch + safetensors besides transformers; `crf_decode.py` is in this "
                   "directory):", "", "```python",

@@ -353,6 +353,9 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
             del model.crf  # the emission model alone is a plain BertForTokenClassification
             save_crf(crf, spec.tags, tmp)
         model.save_pretrained(str(tmp), safe_serialization=True)
+        # What the model was trained on: lets a plain pipeline(text, truncation=True) cut long
+        # texts as `predict` does, instead of failing past the position embeddings.
+        tok.model_max_length = cfg.max_length
         tok.save_pretrained(str(tmp))
         spec.save(tmp)
         (tmp / "labels.json").write_text(lm.to_json() + "\n", encoding="utf-8")
