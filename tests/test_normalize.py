@@ -121,6 +121,8 @@ def test_segment_and_pretrain_carry_prepares_folding(pretrain_chain, tmp_path):
                                                       "eval_steps=1", "save_steps=1", "logging_steps=1"]))
     tok = load_tokenizer(str(out), needed_by="t")
     assert installed_char_map(tok) == expected
+    positions = json.loads((out / "config.json").read_text())["max_position_embeddings"]
+    assert tok.model_max_length == positions  # not 1e30: pipeline(truncation=True) can cut to it
     assert tok("５星好评")["input_ids"] == tok("5星好评")["input_ids"]
 
     # ... and so do the fine-tuned model and its export, in a plain transformers pipeline()

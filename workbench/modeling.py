@@ -99,3 +99,12 @@ def set_sparse_mlm_head(model, on: bool) -> None:
             log.warning("sparse MLM head: %s is not a BertForMaskedLM; using its own forward", type(model).__name__)
         return
     model.__class__ = _sparse_head_class() if on else BertForMaskedLM
+
+
+def cap_model_max_length(tok, config) -> None:
+    """Set the tokenizer's model_max_length to the model's position embeddings when it is
+    unset (BERT vocab.txt tokenizers come with 1e30), so a plain pipeline(..., truncation=True)
+    cuts long texts instead of failing past position 512."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions and (tok.model_max_length is None or tok.model_max_length > positions):
+        tok.model_max_length = positions

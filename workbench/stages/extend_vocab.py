@@ -28,7 +28,7 @@ from typing import Any
 from workbench.config import ExtendVocabConfig
 from workbench.errors import StageInputError
 from workbench.manifest import MANIFEST, atomic_output_dir, require_stage_output, sha256_file, write_manifest
-from workbench.modeling import load_masked_lm
+from workbench.modeling import cap_model_max_length, load_masked_lm
 from workbench.vocab.extend import (
     candidate_tokens, count_candidates, extended_tokenizer, init_rows, place, tokenization_stats, unused_slots,
 )
@@ -94,6 +94,7 @@ def run(cfg: ExtendVocabConfig) -> dict[str, Any]:
     out = cfg.output_path()
     with atomic_output_dir(out) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
+        cap_model_max_length(new_tok, model.config)
         new_tok.save_pretrained(str(tmp))
         (tmp / "vocab.txt").write_text("".join(r + "\n" for r in rows), encoding="utf-8")
         with open(tmp / "new_tokens.tsv", "w", encoding="utf-8") as f:

@@ -19,6 +19,7 @@ from typing import Any
 from workbench.config import InitModelConfig
 from workbench.manifest import atomic_output_dir, write_manifest
 from workbench.vocab.tokenizer import load_tokenizer, vocab_fingerprint
+from workbench.modeling import cap_model_max_length
 
 
 def run(cfg: InitModelConfig) -> dict[str, Any]:
@@ -42,6 +43,7 @@ def run(cfg: InitModelConfig) -> dict[str, Any]:
     out = cfg.output_path()
     with atomic_output_dir(out) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
+        cap_model_max_length(tok, model.config)
         tok.save_pretrained(str(tmp))
         manifest = write_manifest(
             tmp, stage="init-model", config=cfg.model_dump(mode="json"),

@@ -49,7 +49,7 @@ from workbench.deepspeed_config import check_deepspeed_config
 from workbench.errors import StageInputError
 from workbench.manifest import MANIFEST, atomic_output_dir, require_stage_output, sha256_file, write_manifest
 from workbench.masking.collator import IGNORE_INDEX, MaskingCollator
-from workbench.modeling import load_masked_lm, set_sparse_mlm_head
+from workbench.modeling import cap_model_max_length, load_masked_lm, set_sparse_mlm_head
 from workbench.vocab.normalize import install_char_map
 from workbench.vocab.tokenizer import load_tokenizer, vocab_fingerprint
 
@@ -408,6 +408,7 @@ def run(cfg: PretrainConfig, *, callbacks: list | None = None) -> dict[str, Any]
     with atomic_output_dir(out_dir) as tmp:
         set_sparse_mlm_head(trainer.model, False)  # config.json names BertForMaskedLM
         trainer.save_model(str(tmp))  # save_pretrained (safetensors) + tokenizer; gathers ZeRO-3 shards
+        cap_model_max_length(tok, trainer.model.config)
         tok.save_pretrained(str(tmp))
         (tmp / "metrics.json").write_text(json.dumps({"final": metrics, "log_history": history}, indent=2) + "\n",
                                           encoding="utf-8")
