@@ -284,7 +284,7 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
             log.warning("finetune: %s: repaired %d invalid tag(s), e.g. %s", name, info["repaired"], info["repairs"][0])
 
     # 2. Tokenizer, task spec, features.
-    tok = load_tokenizer(cfg.model, needed_by="finetune")
+    tok = load_tokenizer(cfg.model, needed_by="finetune", lengths_handled=True)
     spec = TaskSpec(task=cfg.task, labels=list(lm.labels), max_length=cfg.max_length,
                     tags=tag_list(lm.labels, cfg.scheme) if cfg.task == "tagging" else [],
                     scheme=cfg.scheme, crf=cfg.crf, window_overlap=cfg.window_overlap, truncation=cfg.truncation,

@@ -196,5 +196,5 @@ def load_task_model(directory: str | Path, *, needed_by: str):
         if tags != spec.tags:
             raise StageInputError(f"{needed_by}: {directory}/{CRF_FILE} has tags {tags}, {TASK_FILE} {spec.tags}")
         crf.eval()
-    tok = load_tokenizer(str(directory), needed_by=needed_by)
+    tok = load_tokenizer(str(directory), needed_by=needed_by, lengths_handled=True)
     return model, crf, tok, spec

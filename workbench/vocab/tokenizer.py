@@ -41,8 +41,19 @@ def _is_bert_dir(path: Path) -> bool:
     return (path / "vocab.txt").is_file()
 
 
-def load_tokenizer(model: str, *, needed_by: str):
-    """The fast BERT tokenizer of `model` (a directory, a hub id, or a bare vocab.txt file), size-checked."""
+def load_tokenizer(model: str, *, needed_by: str, lengths_handled: bool = False):
+    """The fast BERT tokenizer of `model` (a directory, a hub id, or a bare vocab.txt file), size-checked.
+
+    `lengths_handled`: the caller truncates or windows long texts itself (finetune, predict),
+    so the saved `model_max_length` (kept for plain pipeline() users) is lifted here; else
+    transformers warns on every long text it is merely asked to tokenize."""
+    tok = _load_tokenizer(model, needed_by=needed_by)
+    if lengths_handled:
+        tok.model_max_length = int(1e30)
+    return tok
+
+
+def _load_tokenizer(model: str, *, needed_by: str):
     from transformers import BertTokenizer
 
     path = Path(model)
