@@ -29,6 +29,17 @@ def workbench(*args, log: Path | None = None) -> str:
     return proc.stdout
 
 
+def continued_mlm(prepared: Path, model: Path, out: Path, steps: int, strategy: str, log: Path | None = None) -> dict:
+    """segment (rjieba, 128 tokens) + `steps` MLM steps with the benchmarks' shared budget;
+    writes out/segmented and out/pretrain, returns the final pretrain metrics."""
+    workbench("segment", f"input={prepared}", f"model={model}", f"output={out / 'segmented'}", "backend=rjieba",
+              "max_seq_length=128", log=log)
+    workbench("pretrain", f"input={out / 'segmented'}", f"model={model}", f"output={out / 'pretrain'}",
+              f"max_steps={steps}", "batch_size=16", "lr=5e-4", f"eval_steps={steps}", f"save_steps={steps}",
+              "logging_steps=25", f"masking.strategy={strategy}", "resume=false", log=log)
+    return json.loads((out / "pretrain" / "metrics.json").read_text(encoding="utf-8"))["final"]
+
+
 def save_results(name: str, text: str, data: dict) -> None:
     """Print `text`; write results/<name>.txt and results/<name>.json."""
     print(text)

@@ -34,7 +34,7 @@ import statistics
 import sys
 import time
 
-from _common import REPO, SHARED, save_results
+from _common import REPO, SHARED, continued_mlm, save_results
 from _common import workbench as wb
 
 BASE = REPO / "runs" / "demo_general" / "pretrain"
@@ -100,12 +100,7 @@ def main() -> None:
     # 4. Same budget for each: continued MLM, then fine-tuning over the seeds.
     for name, (model, prepared, data) in variants.items():
         vdir = work / name
-        wb("segment", f"input={prepared}", f"model={model}", f"output={vdir / 'segmented'}", "backend=rjieba",
-           "max_seq_length=128", log=log)
-        wb("pretrain", f"input={vdir / 'segmented'}", f"model={model}", f"output={vdir / 'pretrain'}",
-           f"max_steps={args.mlm_steps}", "batch_size=16", "lr=5e-4", f"eval_steps={args.mlm_steps}",
-           f"save_steps={args.mlm_steps}", "logging_steps=25", "masking.strategy=whole_word", "resume=false", log=log)
-        mlm = json.loads((vdir / "pretrain" / "metrics.json").read_text(encoding="utf-8"))["final"]
+        mlm = continued_mlm(prepared, model, vdir, args.mlm_steps, "whole_word", log=log)
         wb("finetune", "task=classification", f"model={vdir / 'pretrain'}", f"train={data['train']}",
            f"valid={data['dev']}", f"test={data['test']}", f"output={vdir / 'finetune'}",
            f"data.text_column={text_col}", "max_length=64", f"max_steps={args.ft_steps}",

@@ -36,7 +36,7 @@ import time
 from collections import Counter
 
 import numpy as np
-from _common import REPO, SHARED, save_results
+from _common import REPO, SHARED, continued_mlm, save_results
 from _common import workbench as wb
 
 from workbench.tasks.metrics import multilabel_metrics
@@ -86,12 +86,7 @@ def main() -> None:
     read = ["read.format=csv", f"read.delimiter='{DELIM}'", "read.header=false", "read.text_field=1"]
     wb("prepare", f"input=[{train},{valid},{test_a}]", f"output={work / 'prepared'}", *read, "clean.min_chars=2",
        "split.valid_fraction=0.02", log=log)
-    wb("segment", f"input={work / 'prepared'}", f"model={mapped}", f"output={work / 'segmented'}", "backend=rjieba",
-       "max_seq_length=128", log=log)
-    wb("pretrain", f"input={work / 'segmented'}", f"model={mapped}", f"output={work / 'pretrain'}",
-       f"max_steps={args.mlm_steps}", "batch_size=16", "lr=5e-4", f"eval_steps={args.mlm_steps}",
-       f"save_steps={args.mlm_steps}", "logging_steps=25", "masking.strategy=span", "resume=false", log=log)
-    mlm = json.loads((work / "pretrain" / "metrics.json").read_text(encoding="utf-8"))["final"]
+    mlm = continued_mlm(work / "prepared", mapped, work, args.mlm_steps, "span", log=log)
 
     # 5. Multi-label fine-tuning, then evaluate on valid.
     data = ["data.format=tsv", f"data.delimiter='{DELIM}'", "data.header=false", "data.text_column=1",

@@ -26,25 +26,23 @@ multi-character added tokens, qualify (`supported`); others use the plain Rust p
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
-from workbench.vocab.normalize import is_char_map_normalizer
+from workbench.vocab.normalize import split_char_map
+from workbench.vocab.tokenizer import tokenizer_spec
 
 _BMP = 1 << 16
 
 
 def supported(tokenizer) -> bool:
     try:
-        spec = json.loads(tokenizer.backend_tokenizer.to_str())
+        spec = tokenizer_spec(tokenizer)
     except Exception:
         return False
-    norm, pre, model = spec.get("normalizer") or {}, spec.get("pre_tokenizer") or {}, spec.get("model") or {}
-    if is_char_map_normalizer(norm):
-        # prepare's character folding in front (workbench.vocab.normalize): each rule maps one
-        # character, context-free, so the per-character probe below sees its effect.
-        norm = norm["normalizers"][-1]
+    # prepare's character folding may sit in front (workbench.vocab.normalize): each rule
+    # maps one character, context-free, so the per-character probe below sees its effect.
+    norm = split_char_map(spec.get("normalizer") or {})[1]
+    pre, model = spec.get("pre_tokenizer") or {}, spec.get("model") or {}
     # Added tokens are matched before normalisation. Single characters (extend-vocab's emoji)
     # behave like isolated characters, which the probe sees; longer ones (domain words) can
     # span several characters, which the per-character table cannot express.

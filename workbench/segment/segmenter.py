@@ -101,12 +101,9 @@ class Segmenter:
             return [p.word for p in impl.lcut(text)]
         if self.backend == "jieba":
             return impl.lcut(text)
-        words = impl.cut(text)
-        if not _JOINERS.search(text):  # nothing to split: skip the lengths
-            return words
-        return self._like_jieba(text, words, np.fromiter(map(len, words), dtype=np.int64, count=len(words)))[0]
+        return self._like_jieba(text, impl.cut(text))[0]
 
-    def _like_jieba(self, text: str, words: list[str], word_len: np.ndarray) -> tuple[list[str], np.ndarray]:
+    def _like_jieba(self, text: str, words: list[str], word_len: np.ndarray | None = None) -> tuple[list[str], np.ndarray | None]:
         """rjieba's words made to match jieba's where jieba-rs differs: a run such as
         4220-4230, inside-out or 10.4.5 that is not a dictionary word. jieba sends such a run
         (single-character DAG nodes) to its HMM cutter, which splits it with
@@ -116,9 +113,12 @@ class Segmenter:
         92.96% without); the rest are ties between equally probable routes.
 
         Only words containing one of ``+#&._%-`` can be affected: they are found from the
-        positions of those characters (a regex over the text), not by a pass over every word."""
+        positions of those characters (a regex over the text), not by a pass over every word.
+        `word_len` (the words' lengths) is computed here when not given, and only if needed."""
         if not _JOINERS.search(text):
             return words, word_len
+        if word_len is None:
+            word_len = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
         ends = np.cumsum(word_len)
         pos = np.fromiter((m.start() for m in _JOINERS.finditer(text)), dtype=np.int64)
         impl = self._impl or self._build()
@@ -210,7 +210,7 @@ def cut_joined(cut, texts: list[str], refine=None) -> tuple[np.ndarray, list[str
     joined = SEPARATOR.join(texts)
     flat = cut(joined) if texts else []
     word_len = np.fromiter(map(len, flat), dtype=np.int64, count=len(flat))
-    if refine is not None:  # (text, words, lengths) → (words, lengths), e.g. Segmenter._like_jieba
+    if refine is not None:  # (text, words[, lengths]) → (words, lengths), e.g. Segmenter._like_jieba
         flat, word_len = refine(joined, flat, word_len)
     if len(texts) > 1:
         ends = np.cumsum(word_len)
@@ -220,7 +220,7 @@ def cut_joined(cut, texts: list[str], refine=None) -> tuple[np.ndarray, list[str
                 and (word_len[sep] == 1).all()):
             words = [cut(t) for t in texts]
             if refine is not None:
-                words = [refine(t, w, np.fromiter(map(len, w), dtype=np.int64, count=len(w)))[0] for t, w in zip(texts, words)]
+                words = [refine(t, w)[0] for t, w in zip(texts, words)]
             flat = list(chain.from_iterable(words))
             return (np.fromiter(map(len, words), dtype=np.int64, count=len(words)), flat,
                     np.fromiter(map(len, flat), dtype=np.int64, count=len(flat)))

@@ -24,7 +24,6 @@ so one write covers both.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -57,10 +56,6 @@ class Candidates:
 
     def update(self, source: str, items) -> None:
         self.counts[source].update(items)
-
-
-def tokenizer_spec(tok) -> dict:
-    return json.loads(tok.backend_tokenizer.to_str())
 
 
 def count_candidates(texts, tok, sources, segmenter=None, lexicon_words: set[str] | None = None,

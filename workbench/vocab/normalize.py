@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.corpus.clean import char_map as clean_char_map
+from workbench.vocab.tokenizer import tokenizer_spec
 
 
 def char_map_for(clean: dict[str, Any] | None) -> dict[str, str]:
@@ -37,13 +38,22 @@ def char_map_for(clean: dict[str, Any] | None) -> dict[str, str]:
     return clean_char_map(CleanConfig.model_validate(clean or {}))
 
 
-def _normalizer_spec(tok) -> dict:
-    return json.loads(tok.backend_tokenizer.to_str()).get("normalizer") or {}
+def split_char_map(spec: dict) -> tuple[dict[str, str], dict]:
+    """A normalizer spec → (installed character map, the normalizer behind it).
+
+    `install_char_map` writes a Sequence of one-character Replace rules followed by the
+    tokenizer's own normalizer; any other spec has no map: ({}, spec)."""
+    parts = spec.get("normalizers", []) if spec.get("type") == "Sequence" else []
+    rules = parts[:-1]
+    if len(parts) < 2 or parts[-1].get("type") == "Replace" or not all(
+            n.get("type") == "Replace" and len((n.get("pattern") or {}).get("String") or "") == 1 for n in rules):
+        return {}, spec
+    return {n["pattern"]["String"]: n["content"] for n in rules}, parts[-1]
 
 
 def installed_char_map(tok) -> dict[str, str]:
     """The character map installed in `tok` by `install_char_map` ({} if none)."""
-    return char_map_of_spec(_normalizer_spec(tok))
+    return split_char_map(tokenizer_spec(tok).get("normalizer") or {})[0]
 
 
 def char_map_in_dir(directory) -> dict[str, str]:
@@ -51,36 +61,12 @@ def char_map_in_dir(directory) -> dict[str, str]:
     path = Path(directory) / "tokenizer.json"
     if not path.is_file():
         return {}
-    return char_map_of_spec(json.loads(path.read_text(encoding="utf-8")).get("normalizer") or {})
-
-
-def char_map_of_spec(spec: dict) -> dict[str, str]:
-    if spec.get("type") != "Sequence":
-        return {}
-    out = {}
-    for n in spec.get("normalizers", []):
-        pattern = (n.get("pattern") or {}).get("String") if n.get("type") == "Replace" else None
-        if pattern is not None and len(pattern) == 1:
-            out[pattern] = n["content"]
-    return out
+    return split_char_map(json.loads(path.read_text(encoding="utf-8")).get("normalizer") or {})[0]
 
 
 def base_normalizer_spec(tok) -> dict:
     """The tokenizer's own normalizer spec (the BertNormalizer), with any map set aside."""
-    spec = _normalizer_spec(tok)
-    if spec.get("type") == "Sequence":
-        rest = [n for n in spec.get("normalizers", []) if n.get("type") != "Replace"]
-        return rest[-1] if rest else {}
-    return spec
-
-
-def is_char_map_normalizer(spec: dict) -> bool:
-    """True for a Sequence of one-character Replace rules followed by one other normalizer."""
-    if spec.get("type") != "Sequence":
-        return False
-    parts = spec.get("normalizers", [])
-    return bool(parts) and parts[-1].get("type") != "Replace" and all(
-        n.get("type") == "Replace" and len((n.get("pattern") or {}).get("String") or "") == 1 for n in parts[:-1])
+    return split_char_map(tokenizer_spec(tok).get("normalizer") or {})[1]
 
 
 def install_char_map(tok, mapping: dict[str, str]):
@@ -102,8 +88,9 @@ def install_char_map(tok, mapping: dict[str, str]):
     if bad:  # the rules run one after another: a target must not be another rule's source
         raise ValueError(f"character map is not one-step: {bad} are both replaced and produced")
     backend = Tokenizer.from_str(tok.backend_tokenizer.to_str())  # a copy: `tok` stays as it was
-    # A map already there: rebuild the base normalizer from its spec, then the merged rules.
-    base = _rebuild(base_normalizer_spec(tok)) if have else backend.normalizer
+    base = backend.normalizer
+    if have:  # [rules..., base]: keep the base, the merged rules replace the old ones
+        base = base[len(base) - 1]
     rules = [normalizers.Replace(src, dst) for src, dst in sorted(merged.items())]
     backend.normalizer = normalizers.Sequence(rules + ([base] if base is not None else []))
     special = {k: str(getattr(tok, k)) for k in ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
@@ -112,15 +99,3 @@ def install_char_map(tok, mapping: dict[str, str]):
 
     return PreTrainedTokenizerFast(tokenizer_object=backend, model_max_length=tok.model_max_length,
                                    model_input_names=list(tok.model_input_names), **special)
-
-
-def _rebuild(spec: dict):
-    """A normalizer object from its JSON spec (through a throwaway tokenizer)."""
-    from tokenizers import Tokenizer
-
-    if not spec:
-        return None
-    doc = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [], "normalizer": spec,
-           "pre_tokenizer": None, "post_processor": None, "decoder": None,
-           "model": {"type": "WordLevel", "vocab": {"[UNK]": 0}, "unk_token": "[UNK]"}}
-    return Tokenizer.from_str(json.dumps(doc)).normalizer

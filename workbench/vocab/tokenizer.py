@@ -27,18 +27,12 @@ def _vocab_lines(directory: Path) -> int | None:
 
 
 def _tokenizer_class(path: Path) -> str | None:
-    cfg = path / "tokenizer_config.json"
-    return json.loads(cfg.read_text(encoding="utf-8")).get("tokenizer_class") if cfg.is_file() else None
-
-
-def _is_bert_dir(path: Path) -> bool:
-    """A saved BERT tokenizer: tokenizer_config.json names a Bert tokenizer, or there is
-    only a vocab.txt."""
+    """tokenizer_config.json's tokenizer_class; "BertTokenizer" for a directory with only a
+    vocab.txt; None otherwise."""
     cfg = path / "tokenizer_config.json"
     if cfg.is_file():
-        name = json.loads(cfg.read_text(encoding="utf-8")).get("tokenizer_class") or ""
-        return name.startswith("BertTokenizer")
-    return (path / "vocab.txt").is_file()
+        return json.loads(cfg.read_text(encoding="utf-8")).get("tokenizer_class") or ""
+    return "BertTokenizer" if (path / "vocab.txt").is_file() else None
 
 
 def load_tokenizer(model: str, *, needed_by: str, lengths_handled: bool = False):
@@ -71,10 +65,11 @@ def _load_tokenizer(model: str, *, needed_by: str):
         raise StageInputError(f"{needed_by}: model '{model}' is not a directory; pass model=DIR "
                               "(a saved model with vocab.txt or tokenizer.json) or a hub id")
     try:
-        if local and _is_bert_dir(path):
+        saved_class = _tokenizer_class(path) if local else None
+        if saved_class and saved_class.startswith("BertTokenizer"):
             # Not AutoTokenizer: it imports torch (~1.5 s) and fails on a bare vocab.txt dir.
             tok = BertTokenizer.from_pretrained(model)
-        elif local and _tokenizer_class(path) == "PreTrainedTokenizerFast":
+        elif saved_class == "PreTrainedTokenizerFast":
             # A tokenizer with prepare's character folding (workbench/vocab/normalize.py):
             # loaded as our subclass so that saving it again keeps its class name and vocab.txt.
             from workbench.vocab.folding_tokenizer import PreTrainedTokenizerFast
@@ -111,6 +106,11 @@ def _load_tokenizer(model: str, *, needed_by: str):
         raise StageInputError(f"{needed_by}: tokenizer/model mismatch for '{model}': " + "; ".join(problems)
                               + "\n  fix: make vocab.txt, tokenizer.json and config.json come from the same model")
     return tok
+
+
+def tokenizer_spec(tok) -> dict:
+    """The fast tokenizer's pipeline as tokenizer.json has it (normalizer, pre_tokenizer, model, ...)."""
+    return json.loads(tok.backend_tokenizer.to_str())
 
 
 def vocab_fingerprint(tok) -> str:
