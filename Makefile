@@ -20,7 +20,7 @@ WB := $(VENV)/bin/workbench
 STAMP := $(VENV)/.installed
 DEMO_DATA := corpora/demo/README.md
 
-.PHONY: setup demo demo-data prepare vocab init-model extend-vocab segment pretrain finetune export desensitise remap report test docs clean-demo
+.PHONY: setup demo demo-data prepare vocab init-model extend-vocab segment pretrain finetune export desensitise remap report test docs clean clean-demo
 
 setup: $(STAMP)
 $(STAMP): pyproject.toml
@@ -122,6 +122,11 @@ test: $(STAMP)
 # Regenerate the config reference in README.md from the config models.
 docs: | $(STAMP)
 	$(VENV)/bin/python -m workbench.config README.md
+
+# Leftovers of interrupted runs (.<output>.tmp-* / .old-*) under runs/; outputs a live run
+# holds are skipped. `make clean ARGS=dry_run=true` only lists them.
+clean: | $(STAMP)
+	$(WB) clean path=runs $(ARGS)
 
 clean-demo:
 	rm -rf runs/demo runs/demo_general corpora/demo

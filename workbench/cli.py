@@ -8,7 +8,9 @@ YAML, so ``input=[a.txt,b.txt]`` is a list and ``max_chars=null`` is None.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import sys
 
 import yaml
@@ -59,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_stage_config(args.command, args.config, args.overrides)
         if args.print_config:
-            print(yaml.safe_dump({args.command: cfg.model_dump(mode="json")}, allow_unicode=True, sort_keys=False), end="")
+            from workbench.manifest import redact
+
+            print(yaml.safe_dump({args.command: redact(cfg.model_dump(mode="json"))}, allow_unicode=True,
+                                 sort_keys=False), end="")
             return 0
         from workbench.stages import get_runner
 
@@ -70,4 +75,31 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"workbench {args.command}: interrupted; the output directory was left untouched", file=sys.stderr)
         return 130
+    except OSError as e:
+        if os.environ.get("WORKBENCH_DEBUG"):
+            raise
+        print(f"workbench {args.command}: error: {os_error_message(e)}", file=sys.stderr)
+        return 2
     return 0
+
+
+# What to do about the operating-system errors a user can fix.
+_OS_FIXES = {
+    errno.ENOSPC: "free disk space there (or point output= / TMPDIR at a larger disk) and re-run",
+    errno.EDQUOT: "free space within your disk quota there and re-run",
+    errno.EACCES: "check the permissions of that path, or write the output somewhere you own",
+    errno.EPERM: "check the permissions of that path, or write the output somewhere you own",
+    errno.EROFS: "the file system is read-only; write the output somewhere writable",
+    errno.EMFILE: "raise the open-file limit (ulimit -n) or lower num_proc",
+}
+
+
+def os_error_message(e: OSError) -> str:
+    """One line naming the path, what the system said and the fix; no traceback. The
+    output of the stage was not replaced (stages write into a temp dir and rename last)."""
+    where = e.filename if e.filename is not None else "(no path given by the system)"
+    if getattr(e, "filename2", None):
+        where = f"{where} -> {e.filename2}"
+    fix = _OS_FIXES.get(e.errno, "check that path; set WORKBENCH_DEBUG=1 to see the traceback")
+    return (f"{e.strerror or type(e).__name__} ({errno.errorcode.get(e.errno, e.errno)}) at {where}; "
+            f"the stage's previous output, if any, is untouched\n  fix: {fix}")

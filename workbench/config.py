@@ -560,20 +560,46 @@ class DesensitiseConfig(StageConfig):
     input: list[str] = []
     """Corpus files, folders or globs (txt, jsonl, csv/tsv; read like `prepare.input`)."""
     read: ReadConfig = ReadConfig()
-    """How to read the input files; `keep_fields` (e.g. [label]) are copied unchanged."""
+    """How to read the input files. `read.text_field` is the main text (desensitised); `read.keep_fields` (e.g. [label]) are copied unchanged only when they hold no letters in any row (see `text_fields`, `public_fields`)."""
+    text_fields: list[str] = []
+    """More keys/columns holding text, e.g. `[text_b]` of a sentence pair: desensitised with the same key as `read.text_field` (same unit → same id) and written in their own columns. Kept without listing them in `read.keep_fields`."""
+    public_fields: list[str] = []
+    """Keys/columns copied IN CLEAR although they may hold letters, e.g. `[label]` with values like `体育` or `pos`: your statement that they reveal nothing. Kept without listing them in `read.keep_fields`. Rule: a kept field that is in neither list must hold no letter (CJK, Latin, ...) in any row (ids, numeric labels, scores pass); otherwise the stage stops naming the file, row and field."""
     unit: Literal["char", "word"] = "char"
     """What one id stands for: a non-space character, or a jieba word."""
     offset: int = 0
     """First id; ids are offset..offset+units-1, leaving 0..offset-1 free for special tokens."""
     key_seed: int | None = None
-    """Seed of the secret unit → id permutation; null draws a fresh random one. Deliberately not the shared `seed`: whoever knows it can rebuild the key. Never recorded in the manifest."""
+    """Seed of the secret unit → id permutation; null (recommended) draws a fresh random one. Deliberately not the shared `seed`: whoever knows it can rebuild the key. Never recorded in the manifest, the command line there, logs or error messages."""
     key_file: str | None = None
-    """Where the SECRET key (`id<TAB>unit`, mode 0600) goes; default `<output>.key.tsv`, beside the output directory, never inside it. Never copy it into exports or model cards."""
+    """Where the SECRET key (`id<TAB>unit`, mode 0600) goes; default `<output>.key.tsv`, beside the output directory, never inside it nor in an input. An existing file there is replaced only when it is this output's own key (its sha256 is in the output's manifest). Never copy it into exports or model cards."""
 
     @field_validator("input", mode="before")
     @classmethod
     def _input_list(cls, v: Any) -> Any:
         return _as_list(v)
+
+    @field_validator("text_fields", "public_fields", mode="before")
+    @classmethod
+    def _fields_list(cls, v: Any) -> Any:
+        return _as_list(v)
+
+    @field_validator("key_seed", mode="before")
+    @classmethod
+    def _secret_seed(cls, v: Any) -> Any:
+        # A config error echoes the value it got; a mistyped seed must not be echoed.
+        if v is None or (isinstance(v, int) and not isinstance(v, bool)):
+            return v
+        try:
+            if isinstance(v, str) and v.strip().lstrip("+-").isdigit():
+                return int(v)
+        except ValueError:
+            pass
+        return "<secret: not an integer>"
+
+    def kept_fields(self) -> list[str]:
+        """Every key/column the stage reads besides `read.text_field`, in order, once."""
+        return list(dict.fromkeys([*self.read.keep_fields, *self.text_fields, *self.public_fields]))
 
     def key_path(self) -> Path:
         out = self.output_path()
@@ -589,6 +615,18 @@ class DesensitiseConfig(StageConfig):
         key = self.key_path().resolve()
         if key == self.output_path().resolve() or self.output_path().resolve() in key.parents:
             out.append(f"key_file: {self.key_file} is inside the output directory; put the secret key beside it")
+        main = self.read.text_field
+        for name, values in (("text_fields", self.text_fields), ("public_fields", self.public_fields)):
+            if main in values:
+                out.append(f"{name}: contains read.text_field '{main}', which is always desensitised")
+            dup = sorted({v for v in values if values.count(v) > 1})
+            if dup:
+                out.append(f"{name}: {dup} listed twice")
+        both = sorted(set(self.text_fields) & set(self.public_fields))
+        if both:
+            out.append(f"public_fields: {both} also in text_fields; a field is either desensitised or copied in clear")
+        if not self.read.header and any(not f.isdigit() for f in self.text_fields + self.public_fields):
+            out.append("text_fields/public_fields: read.header is false, so fields are 0-based column numbers")
         return out
 
 
@@ -625,10 +663,12 @@ class RemapConfig(StageConfig):
 
     input: list[str] = []
     """Id-corpus files: GAIIC (`id|,|ids|,|labels`), tsv with a text column (Tianchi news), or one id document per line."""
-    format: Literal["auto", "gaiic", "tsv", "lines"] = "auto"
-    """auto: gaiic when a line has `|,|`, tsv for .tsv files, else lines."""
+    format: Literal["auto", "gaiic", "tsv", "csv", "jsonl", "lines"] = "auto"
+    """auto: gaiic when a line has `|,|`, tsv / csv / jsonl by extension (.tsv, .csv, .jsonl/.json), else lines (one id document per line; a tab in a line is an error, as it would count a label column as ids)."""
     text_column: str = "text"
-    """tsv: the column holding the ids."""
+    """tsv/csv: the column (jsonl: the key) holding the ids."""
+    text_columns: list[str] = []
+    """More columns (keys) holding ids, e.g. `[text_b]` of a sentence pair. Only `text_column` and these are counted as ids; every other column (labels, report ids) never is."""
     max_id: int | None = None
     """Declared id range: an id above it is an error naming the file and line; null = no check."""
     name: str = "default"
@@ -652,10 +692,14 @@ class RemapConfig(StageConfig):
     discovery: DiscoveryConfig = DiscoveryConfig()
     """Word discovery on the corpus (words.json) for whole-word masking."""
 
-    @field_validator("input", mode="before")
+    @field_validator("input", "text_columns", mode="before")
     @classmethod
     def _input_list(cls, v: Any) -> Any:
         return _as_list(v)
+
+    def id_columns(self) -> list[str]:
+        """The columns counted as ids: `text_column`, then `text_columns`."""
+        return list(dict.fromkeys([self.text_column, *self.text_columns]))
 
     def output_path(self) -> Path:
         return Path(self.output) if self.output else Path("vocab_maps") / self.name
@@ -681,6 +725,8 @@ class RemapConfig(StageConfig):
             out.append(f"special_ids: ids must be in 0..max_id ({self.max_id})")
         if self.map and self.special_ids:
             out.append("special_ids: comes from the reused map; leave it empty when map= is given")
+        if self.text_columns and self.format in ("gaiic", "lines"):
+            out.append(f"text_columns: format {self.format} has no named columns; use format=tsv, csv or jsonl")
         out += self.discovery.problems()
         return out
 
@@ -948,6 +994,34 @@ class EvaluateConfig(StageConfig):
         return out
 
 
+class VerifyConfig(Section):
+    """Check a stage output against its manifest (files, sizes, hashes, seal); accept="why" records a deliberate change."""
+
+    input: str | None = None
+    """A stage output directory (anything with a manifest.json written by the workbench)."""
+    full: bool = True
+    """Hash every file in full (false: files over 64 MiB by size and three sampled MiB, as stages do when they read)."""
+    accept: str | None = None
+    """Record the current files as intended, with this reason (who, when, which files changed), and re-seal the manifest; later stages log the reason each time they read the directory."""
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.input:
+            out.append("input: required; pass input=DIR (a stage output directory)")
+        if self.accept is not None and not str(self.accept).strip():
+            out.append("accept: give the reason for the change, e.g. accept=\"replaced valid with the 2024 sample\"")
+        return out
+
+
+class CleanupConfig(Section):
+    """List and remove what interrupted runs left behind (.<output>.tmp-* / .old-* beside stage outputs)."""
+
+    path: str = "runs"
+    """Directory searched recursively (e.g. runs, or one run directory)."""
+    dry_run: bool = False
+    """Only list the leftovers and their sizes; remove nothing."""
+
+
 # Command name → config model. The stage's file, config section, CLI subcommand and make
 # target share this name.
 COMMANDS: dict[str, type[Section]] = {
@@ -965,6 +1039,8 @@ COMMANDS: dict[str, type[Section]] = {
     "remap": RemapConfig,
     "demo-data": DemoDataConfig,
     "report": ReportConfig,
+    "verify": VerifyConfig,
+    "clean": CleanupConfig,
 }
 SHARED_KEYS = ("run", "seed")
 

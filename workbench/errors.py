@@ -39,3 +39,11 @@ class InputError(WorkbenchError):
 
 class StageInputError(WorkbenchError):
     """A stage was pointed at a directory that is not the output of the stage it needs."""
+
+
+class OutputRefusedError(StageInputError):
+    """Writing the output would destroy something that is not this stage's own output."""
+
+
+class OutputBusyError(WorkbenchError):
+    """Another run holds the lock of this output."""

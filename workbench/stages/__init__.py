@@ -22,6 +22,8 @@ RUNNERS = {
     "remap": "workbench.stages.remap:run",
     "demo-data": "workbench.stages.demo_data:run",
     "report": "workbench.report.run_report:run",
+    "verify": "workbench.stages.verify:run",
+    "clean": "workbench.stages.clean:run",
 }
 
 

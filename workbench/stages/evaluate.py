@@ -28,7 +28,8 @@ import numpy as np
 
 from workbench.config import EvaluateConfig, TaskDataConfig
 from workbench.errors import InputError
-from workbench.manifest import atomic_output_dir, read_manifest, sha256_file, write_manifest
+from workbench.manifest import atomic_output_dir, owns_output, sha256_file, verify_model_dir, write_manifest
+from workbench.report.escape import md_cell, md_code, md_fence
 from workbench.tasks.heads import load_task_model
 from workbench.tasks.labels import LabelMap, check_labels
 from workbench.tasks.metrics import format_table
@@ -72,7 +73,7 @@ def _errors(spec, records, preds: dict, worst: int) -> list[dict]:
 
 
 def _report(spec, metrics: dict, source: str, n_errors: int) -> str:
-    lines = [f"# Evaluation: {spec.task}", "", f"- input: `{source}` ({metrics.get('n', '?')} records)"]
+    lines = [f"# Evaluation: {spec.task}", "", f"- input: {md_code(source)} ({metrics.get('n', '?')} records)"]
     keys = {"tagging": ("precision", "recall", "f1", "macro_f1"), "multilabel": ("micro_f1", "macro_f1", "exact_match")}
     for k in keys.get(spec.task, ("accuracy", "macro_f1", "weighted_f1")):
         lines.append(f"- {k}: {metrics[k]:.4f}")
@@ -80,22 +81,25 @@ def _report(spec, metrics: dict, source: str, n_errors: int) -> str:
     table = metrics.get("per_type" if spec.task == "tagging" else "per_class") or {}
     lines += ["| " + ("entity" if spec.task == "tagging" else "label") + " | precision | recall | f1 | support |",
               "|---|---|---|---|---|"]
-    lines += [f"| {k} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |" for k, v in table.items()]
+    lines += [f"| {md_cell(k)} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |"
+              for k, v in table.items()]
     if "confusion_matrix" in metrics:
         lines += ["", "Confusion matrix (rows true, columns predicted):", "",
-                  "| | " + " | ".join(spec.labels) + " |", "|---" * (len(spec.labels) + 1) + "|"]
-        lines += [f"| {spec.labels[i]} | " + " | ".join(str(c) for c in row) + " |"
+                  "| | " + " | ".join(map(md_cell, spec.labels)) + " |", "|---" * (len(spec.labels) + 1) + "|"]
+        lines += [f"| {md_cell(spec.labels[i])} | " + " | ".join(str(c) for c in row) + " |"
                   for i, row in enumerate(metrics["confusion_matrix"])]
-    lines += ["", "```", format_table(table), "```", ""] if table else [""]
+    lines += ["", md_fence(format_table(table)), ""] if table else [""]
     return "\n".join(lines)
 
 
+@owns_output("evaluate")
 def run(cfg: EvaluateConfig) -> dict[str, Any]:
     from workbench.stages.finetune import read_records
     from workbench.tasks.inference import evaluate_records
     from workbench.tasks.plots import plot_confusion
 
     started = time.time()
+    model_manifest = verify_model_dir(cfg.model, needed_by="evaluate") or {}
     model, crf, tok, spec = load_task_model(cfg.model, needed_by="evaluate")
     data = cfg.data or TaskDataConfig(**spec.data)
     records, read_info = read_records(cfg.input, types.SimpleNamespace(task=spec.task, data=data), data)
@@ -117,7 +121,6 @@ def run(cfg: EvaluateConfig) -> dict[str, Any]:
         if "confusion_matrix" in metrics:
             plot_confusion(metrics["confusion_matrix"], spec.labels, tmp / "confusion.png",
                            title=f"accuracy {metrics['accuracy']:.3f}")
-        model_manifest = read_manifest(cfg.model) or {}
         manifest = write_manifest(
             tmp, stage="evaluate", config=cfg.model_dump(mode="json"),
             inputs=[{"role": "input", "path": str(cfg.input), "sha256": sha256_file(cfg.input)},

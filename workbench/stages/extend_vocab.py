@@ -27,7 +27,8 @@ from typing import Any
 
 from workbench.config import ExtendVocabConfig
 from workbench.errors import StageInputError
-from workbench.manifest import MANIFEST, atomic_output_dir, require_stage_output, sha256_file, write_manifest
+from workbench.manifest import (MANIFEST, atomic_output_dir, load_stage_dataset, owns_output, require_stage_output,
+                                sha256_file, verify_model_dir, write_manifest)
 from workbench.modeling import cap_model_max_length, load_masked_lm
 from workbench.vocab.extend import (
     candidate_tokens, count_candidates, extended_tokenizer, init_rows, place, tokenization_stats, unused_slots,
@@ -40,6 +41,7 @@ _BATCH_DOCS = 2048
 _STATS_DOCS = 20_000  # tokens/char and [UNK] rate are measured on at most this many documents
 
 
+@owns_output("extend-vocab")
 def run(cfg: ExtendVocabConfig) -> dict[str, Any]:
     import datasets
     from tqdm.auto import tqdm
@@ -48,10 +50,11 @@ def run(cfg: ExtendVocabConfig) -> dict[str, Any]:
     # 1. Inputs: a prepared corpus, the model and its tokenizer.
     in_dir = cfg.input_path()
     require_stage_output(in_dir, "prepare", needed_by="extend-vocab")
-    dd = datasets.load_from_disk(str(in_dir / "dataset"))
+    dd = load_stage_dataset(in_dir, needed_by="extend-vocab")
     if "train" not in dd or len(dd["train"]) == 0:
         raise StageInputError(f"extend-vocab: the prepared dataset in {in_dir} has no train documents to count; "
                               "re-run prepare with more text")
+    verify_model_dir(cfg.model, needed_by="extend-vocab")
     tok = load_tokenizer(cfg.model, needed_by="extend-vocab")
     model, head_missing = load_masked_lm(cfg.model, needed_by="extend-vocab")
     if model.get_input_embeddings().weight.shape[0] < len(tok):

@@ -38,7 +38,7 @@ import numpy as np
 
 from workbench.config import FinetuneConfig
 from workbench.errors import InputError
-from workbench.manifest import atomic_output_dir, read_manifest, sha256_file, write_manifest
+from workbench.manifest import atomic_output_dir, owns_output, sha256_file, verify_model_dir, write_manifest
 from workbench.tasks.heads import TaskSpec, add_lora, freeze_layers, load_for_finetune, save_crf
 from workbench.tasks.labels import LabelMap, check_labels, infer_label_map
 from workbench.tasks.tags import tag_list
@@ -259,11 +259,14 @@ def _input_entry(name: str, path: str | None) -> dict | None:
     return {"role": name, "path": str(path), "sha256": sha256_file(path)}
 
 
+@owns_output("finetune")
 def run(cfg: FinetuneConfig) -> dict[str, Any]:
     from workbench.tasks.plots import plot_confusion
 
     started = time.time()
     main = cfg.main_metric()
+    # The base model: a workbench output is checked against its manifest before anything else.
+    base_manifest = verify_model_dir(cfg.model, needed_by="finetune")
     # 1. Data and label map.
     train, train_info = read_records(cfg.train, cfg)
     valid, valid_info = read_records(cfg.valid, cfg)
@@ -347,7 +350,6 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
 
     # 4. Output, atomically.
     out = cfg.output_path()
-    base_manifest = read_manifest(cfg.model) if Path(cfg.model).is_dir() else None
     with atomic_output_dir(out) as tmp:
         if crf is not None:
             del model.crf  # the emission model alone is a plain BertForTokenClassification

@@ -17,16 +17,18 @@ import time
 from typing import Any
 
 from workbench.config import InitModelConfig
-from workbench.manifest import atomic_output_dir, write_manifest
+from workbench.manifest import atomic_output_dir, owns_output, verify_model_dir, write_manifest
 from workbench.vocab.tokenizer import load_tokenizer, vocab_fingerprint
 from workbench.modeling import cap_model_max_length
 
 
+@owns_output("init-model")
 def run(cfg: InitModelConfig) -> dict[str, Any]:
     import torch
     from transformers import BertConfig, BertForMaskedLM
 
     started = time.time()
+    verify_model_dir(cfg.tokenizer_source(), needed_by="init-model")
     tok = load_tokenizer(cfg.tokenizer_source(), needed_by="init-model")
     config = BertConfig(
         vocab_size=len(tok),

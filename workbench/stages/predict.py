@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import uuid
 import tempfile
 from pathlib import Path
 
 from workbench.config import PredictConfig
 from workbench.errors import InputError
+from workbench.manifest import claim_output, verify_model_dir
 from workbench.tasks.heads import TaskSpec, load_task_model
 
 log = logging.getLogger("workbench.predict")
@@ -93,7 +96,27 @@ def predict_rows(model, crf, tok, spec: TaskSpec, texts: list[str], pairs: list[
     return rows
 
 
+def _is_predictions(path: Path) -> bool:
+    """Whether `path` looks like an earlier output of predict (JSONL rows with "text" and a
+    prediction), so that re-running predict may replace it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            row = json.loads(f.readline())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(row, dict) and "text" in row and any(k in row for k in ("label", "labels", "entities"))
+
+
 def run(cfg: PredictConfig) -> list[dict]:
+    if cfg.output != "-":
+        inputs = [p for p in (cfg.input, cfg.model) if p and p != "-"]
+        with claim_output(Path(cfg.output), stage="predict", inputs=inputs, is_own=_is_predictions):
+            return _predict(cfg)
+    return _predict(cfg)
+
+
+def _predict(cfg: PredictConfig) -> list[dict]:
+    verify_model_dir(cfg.model, needed_by="predict")
     model, crf, tok, spec = load_task_model(cfg.model, needed_by="predict")
     texts, pairs = read_inputs(cfg, spec)
     rows = predict_rows(model, crf, tok, spec, texts, pairs, top_k=cfg.top_k, batch_size=cfg.batch_size,
@@ -104,7 +127,7 @@ def run(cfg: PredictConfig) -> list[dict]:
     else:
         out = Path(cfg.output)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
+        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         tmp.write_text(lines, encoding="utf-8")
         tmp.replace(out)
         print(f"predict → {out}: {len(rows)} texts ({spec.task}{', CRF' if crf is not None else ''})", file=sys.stderr)

@@ -36,7 +36,7 @@ from workbench.corpus.dedup import EXACT, KEEP, NEAR, FingerprintWriter, find_du
 from workbench.corpus.readers import Row, expand_inputs, read_file
 from workbench.corpus.split import SPLITS, split_index
 from workbench.errors import InputError
-from workbench.manifest import atomic_output_dir, write_manifest
+from workbench.manifest import atomic_output_dir, owns_output, write_manifest
 
 log = logging.getLogger("workbench.prepare")
 
@@ -87,6 +87,7 @@ class _CandidateWriter:
         self._sink.close()
 
 
+@owns_output("prepare")
 def run(cfg: PrepareConfig) -> dict[str, Any]:
     import datasets
 

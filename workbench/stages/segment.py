@@ -32,7 +32,8 @@ import numpy as np
 
 from workbench.config import SegmentConfig
 from workbench.errors import StageInputError
-from workbench.manifest import MANIFEST, atomic_output_dir, require_stage_output, sha256_file, write_manifest
+from workbench.manifest import (MANIFEST, atomic_output_dir, owns_output, load_stage_dataset,
+                                require_stage_output, sha256_file, verify_model_dir, write_manifest)
 from workbench.segment.blocks import BlockBuilder, encode_docs, render_block
 from workbench.segment.fast_tokenize import FastChineseEncoder
 from workbench.segment.fast_tokenize import supported as fast_supported
@@ -95,17 +96,19 @@ class _BatchEncoder:
         return pa.Table.from_pylist(blocks, schema=self.features.arrow_schema)
 
 
+@owns_output("segment")
 def run(cfg: SegmentConfig) -> dict[str, Any]:
     import datasets
 
     started = time.time()
     in_dir = cfg.input_path()
     upstream = require_stage_output(in_dir, "prepare", needed_by="segment")
-    dd = datasets.load_from_disk(str(in_dir / "dataset"))
+    dd = load_stage_dataset(in_dir, needed_by="segment")
     n_docs = {name: len(d) for name, d in dd.items()}
     if sum(n_docs.values()) == 0:
         raise StageInputError(f"segment: the prepared dataset in {in_dir} has no documents "
                               f"(prepare kept 0 of {upstream['counts'].get('in', '?')} rows; see {in_dir}/rejects.jsonl)")
+    verify_model_dir(cfg.model, needed_by="segment")
     tok = load_tokenizer(cfg.model, needed_by="segment")
     # prepare folded characters (full-width → ASCII ...): the tokenizer saved here, and the
     # model pretrain saves, do the same to raw text (workbench/vocab/normalize.py).

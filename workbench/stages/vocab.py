@@ -33,7 +33,8 @@ from typing import Any
 
 from workbench.config import VocabConfig
 from workbench.errors import StageInputError
-from workbench.manifest import MANIFEST, atomic_output_dir, require_stage_output, sha256_file, write_manifest
+from workbench.manifest import (MANIFEST, atomic_output_dir, load_stage_dataset, owns_output, require_stage_output,
+                                sha256_file, write_manifest)
 from workbench.vocab.build import (
     CJK, CharClasses, assemble, base_tokens, bert_tokenizer, cjk_ranked, piece_slots, reference_tokenizer,
     scan, special_tokens, train_pieces,
@@ -48,13 +49,14 @@ _BATCH_DOCS = 2048
 _UNK_EVAL_DOCS = 50_000
 
 
+@owns_output("vocab")
 def run(cfg: VocabConfig) -> dict[str, Any]:
     import datasets
 
     started = time.time()
     in_dir = cfg.input_path()
     upstream = require_stage_output(in_dir, "prepare", needed_by="vocab")
-    dd = datasets.load_from_disk(str(in_dir / "dataset"))
+    dd = load_stage_dataset(in_dir, needed_by="vocab")
     if "train" not in dd or len(dd["train"]) == 0:
         raise StageInputError(f"vocab: the prepared dataset in {in_dir} has no train documents "
                               f"(prepare kept {upstream['counts'].get('kept', '?')} of "
