@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import random
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -54,7 +55,9 @@ class UnitSplitter:
             import jieba
 
             jieba.setLogLevel(logging.WARNING)
-            self._jieba = jieba.Tokenizer()
+            from workbench.segment.jieba_cache import use_private_cache
+
+            self._jieba = use_private_cache(jieba.Tokenizer())  # dictionary cache not in /tmp
         return [w for w in self._jieba.lcut(text) if w.strip()]
 
 
@@ -72,26 +75,69 @@ def desensitise_text(text: str, key: dict[str, int], split: UnitSplitter) -> str
     return " ".join(str(key[u]) for u in split(text))
 
 
-def write_key(path: str | Path, key: dict[str, int]) -> Path:
-    """Write `id<TAB>unit` lines (sorted by id) to `path`, created with mode 0600.
+def key_temp_prefix(path: str | Path) -> str:
+    """Name prefix of the temporary key files beside `path` (`.<name>.new-<pid>-<hex>`)."""
+    return f".{Path(path).name}.new-"
 
-    The file is opened with 0600 from the start (no moment where it is world-readable)
-    and chmod-ed again in case it existed before with a wider mode."""
+
+def write_key_temp(path: str | Path, key: dict[str, int]) -> Path:
+    """Write `id<TAB>unit` lines (sorted by id) to a new temporary file beside `path`,
+    created with mode 0600 (never a moment where it is readable by others), and return it.
+
+    The stage renames it over `path` (``install_key``) only once the output it decodes is
+    in place, so the old key keeps decoding the old output until then."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, KEY_MODE)
+    tmp = path.with_name(f"{key_temp_prefix(path)}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_MODE)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write("id\tunit\n")
             for unit, i in sorted(key.items(), key=lambda kv: kv[1]):
                 f.write(f"{i}\t{unit}\n")
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, KEY_MODE)
-        os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return path
+    return tmp
+
+
+def install_key(tmp: str | Path, path: str | Path) -> Path:
+    """Rename a key written by ``write_key_temp`` over `path` (one atomic rename)."""
+    os.replace(tmp, path)
+    return Path(path)
+
+
+def write_key(path: str | Path, key: dict[str, int]) -> Path:
+    """Write `id<TAB>unit` lines (sorted by id) to `path` with mode 0600, atomically."""
+    return install_key(write_key_temp(path, key), path)
+
+
+def letters_in(value: object) -> str | None:
+    """What kind of letters `value` (a csv cell or a JSON value) holds: "CJK characters",
+    "letters" (Latin, kana, ...) or None when it holds none (ids, numbers, signs, labels
+    such as `2` or `1,3`). JSON numbers, booleans and null hold none; lists and objects are
+    searched (keys included). Used to refuse copying a text-like field in clear."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return None
+    if isinstance(value, dict):
+        found = [letters_in(k) or letters_in(v) for k, v in value.items()]
+    elif isinstance(value, (list, tuple)):
+        found = [letters_in(v) for v in value]
+    else:
+        text = str(value)
+        if not any(c.isalpha() for c in text):
+            return None
+        return "CJK characters" if any(_is_cjk(c) for c in text) else "letters"
+    return "CJK characters" if "CJK characters" in found else next((f for f in found if f), None)
+
+
+def _is_cjk(c: str) -> bool:
+    cp = ord(c)
+    return (0x3400 <= cp <= 0x4DBF or 0x4E00 <= cp <= 0x9FFF or 0xF900 <= cp <= 0xFAFF or 0x20000 <= cp <= 0x3134F
+            or 0x3040 <= cp <= 0x30FF or 0xAC00 <= cp <= 0xD7AF)
 
 
 def read_key(path: str | Path) -> dict[str, int]:

@@ -3,12 +3,18 @@
     workbench remap --config configs/gaiic2021.yaml
     workbench remap input=[train.csv,test.csv] name=gaiic target=DIR_OR_VOCAB_TXT strategy=frequency
     workbench remap input=test.csv map=vocab_maps/gaiic name=gaiic_test   # check another corpus against a map
+    workbench remap input=runs/x/desensitised/pairs.tsv text_column=text_a text_columns=[text_b] strategy=scratch
 
 Why: pretrained Chinese BERT has a row per character, a desensitised corpus an id per
 hidden character. Giving each id a row (by frequency rank, at random, or in a new vocab)
 lets continued pretraining start from the pretrained weights unchanged; the rows are an
 initialisation only, never an attempt to recover the hidden text
 (workbench/vocab/remap.py explains the strategies).
+
+Only the id columns (`text_column`, `text_columns`: e.g. text_a and text_b of a sentence
+pair) are counted; labels and other columns never are. When an input file is the output
+of `workbench desensitise`, its manifest says which columns hold ids, and remap refuses a
+configuration that would count another column or leave an id column out.
 
 Output `vocab_maps/<name>/` (written atomically):
     vocab.txt, tokenizer.json, tokenizer_config.json
@@ -120,9 +126,40 @@ def _copy_weights(src: Path, dst: Path, n_rows: int) -> list[str]:
     return copied
 
 
+def _check_id_columns(cfg: RemapConfig) -> None:
+    """An input written by `workbench desensitise` records which of its columns hold ids:
+    counting any other (a label) or leaving one out (text_b) is refused, naming the fix."""
+    from workbench.corpus.id_corpus import detect_format as id_format
+    from workbench.manifest import read_manifest
+
+    wanted = cfg.id_columns()
+    for p in map(Path, cfg.input):
+        try:
+            m = read_manifest(p.parent)
+        except StageInputError:
+            continue
+        if not isinstance(m, dict) or m.get("stage") != "desensitise" or not m.get("text_fields"):
+            continue
+        rec = next((f for f in m.get("corpus_files") or [] if f.get("output") == p.name), None)
+        fmt = cfg.format if cfg.format != "auto" else (id_format(p) if p.is_file() else "lines")
+        if rec is None or rec.get("format") == "txt" or not m.get("header", True) or fmt in ("lines", "gaiic"):
+            continue
+        ids = list(m["text_fields"])
+        if set(ids) != set(wanted):
+            extra = [c for c in wanted if c not in ids]
+            left = [c for c in ids if c not in wanted]
+            what = "; ".join(x for x in (f"{extra} hold no ids (e.g. labels, in clear)" if extra else "",
+                                         f"the id column(s) {left} would not be counted" if left else "") if x)
+            raise InputError(p, f"this file was written by `workbench desensitise` with ids in the column(s) {ids}, "
+                                f"but remap counts {wanted}: {what}",
+                             f"set text_column={ids[0]}" + (f" text_columns=[{','.join(ids[1:])}]" if ids[1:] else ""))
+
+
 def run(cfg: RemapConfig) -> dict[str, Any]:
     started = time.time()
-    counts, corpus = count_ids(cfg.input, cfg.format, text_column=cfg.text_column, max_id=cfg.max_id)
+    _check_id_columns(cfg)
+    counts, corpus = count_ids(cfg.input, cfg.format, text_column=cfg.id_columns(), max_id=cfg.max_id)
+    corpus = {**corpus, "id_columns": cfg.id_columns()}
     upstream = None
     if cfg.map:
         tokens, rows, mapping, specials, upstream = _reuse_map(cfg)
@@ -162,8 +199,10 @@ def run(cfg: RemapConfig) -> dict[str, Any]:
             from workbench.segment.discovery import DiscoveredSegmenter
 
             d = cfg.discovery
-            docs = [doc.ids for p in cfg.input
-                    for doc in read_id_corpus(p, cfg.format, text_column=cfg.text_column, max_id=cfg.max_id)]
+            # one sequence per id column (text_a and text_b are two texts: no n-gram spans both)
+            docs = [ids for p in cfg.input
+                    for doc in read_id_corpus(p, cfg.format, text_column=cfg.id_columns(), max_id=cfg.max_id)
+                    for ids in doc.texts]
             seg = DiscoveredSegmenter.from_corpus(docs, method=d.method, max_n=d.max_n, min_count=d.min_count,
                                                   min_pmi=d.min_pmi, min_entropy=d.min_entropy)
             seg.save(tmp / "words.json")
