@@ -8,9 +8,10 @@ The output is a ``save_pretrained`` directory that loads offline with plain tran
                 corpus text), metrics with per-class/per-entity tables, config, intended
                 use, limits, how to load;
   - labels.json labels with train counts, id2label of the model's outputs (tags for NER);
-  - crf_decode.py (CRF models) standalone Viterbi decoding (torch + safetensors); the
-                plain emission model still loads in the pipeline (argmax decoding);
-  - task.json, metrics.json, crf.safetensors copied from the finetune output;
+  - CRF models: one BertCrfForTokenClassification (CRF inside model.safetensors) and its
+                modeling_bert_crf.py; plain pipeline() refuses it, trust_remote_code=True
+                decodes with the CRF (workbench/tasks/crf_export.py);
+  - task.json, metrics.json copied from the finetune output;
   - manifest.json with hashes of every file.
 """
 
@@ -19,24 +20,44 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 from workbench.config import ExportConfig
-from workbench.manifest import MANIFEST, atomic_output_dir, require_stage_output, write_manifest
+from workbench.manifest import MANIFEST, atomic_output_dir, owns_output, require_stage_output, write_manifest
 from workbench.report.model_card import model_card
-from workbench.tasks.heads import TaskSpec
+from workbench.tasks.crf_export import package_tagging_export
+from workbench.tasks.heads import TaskSpec, load_task_model
 from workbench.vocab.normalize import char_map_in_dir
 
-# Files of a finetune output that are not part of the export (plots stay with the run).
-_SKIP = {MANIFEST}
+# Files of a finetune output that are not part of the export (plots stay with the run;
+# metrics.json is written without corpus text, below).
+_SKIP = {MANIFEST, "metrics.json"}
+
+# Keys of metrics.json that can hold corpus text (the raw strings behind [UNK]s, repaired
+# lines): dropped from the export, their counts kept.
+_CORPUS_TEXT_KEYS = ("top_unk", "repairs")
 
 
+def public_metrics(value: Any) -> Any:
+    """metrics.json without corpus text: `top_unk` / `repairs` lists become their lengths."""
+    if isinstance(value, dict):
+        return {(f"{k}_count" if k in _CORPUS_TEXT_KEYS and isinstance(v, list) else k):
+                (len(v) if k in _CORPUS_TEXT_KEYS and isinstance(v, list) else public_metrics(v))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [public_metrics(v) for v in value]
+    return value
+
+
+@owns_output("export")
 def run(cfg: ExportConfig) -> dict[str, Any]:
     started = time.time()
     src = cfg.input_path()
-    upstream = require_stage_output(src, "finetune", needed_by="export")
-    spec = TaskSpec.load(src)
+    upstream = require_stage_output(src, "finetune", needed_by="export")  # files match the manifest
+    # The weights must load completely for the task's head, with the tokenizer, before the
+    # export is announced as loadable (a random head would be served silently otherwise).
+    model, _crf, _tok, spec = load_task_model(src, needed_by="export")
+    del model, _crf, _tok
     metrics = json.loads((src / "metrics.json").read_text(encoding="utf-8"))
     out = cfg.output_path()
     name = cfg.name or out.name
@@ -44,14 +65,16 @@ def run(cfg: ExportConfig) -> dict[str, Any]:
         for p in sorted(src.iterdir()):
             if p.is_file() and p.name not in _SKIP and not p.name.endswith(".png"):
                 shutil.copy2(p, tmp / p.name)
+        (tmp / "metrics.json").write_text(json.dumps(public_metrics(metrics), ensure_ascii=False, indent=2) + "\n",
+                                          encoding="utf-8")
         names = spec.output_labels()
         labels = {"task": spec.task, "labels": spec.labels, "counts": metrics.get("label_map", {}).get("counts", {}),
                   "id2label": {str(i): n for i, n in enumerate(names)}}
         if spec.task == "tagging":
             labels["scheme"] = spec.scheme
         (tmp / "labels.json").write_text(json.dumps(labels, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-        if spec.crf:
-            shutil.copy2(Path(__file__).resolve().parents[1] / "tasks" / "crf_decode.py", tmp / "crf_decode.py")
+        if spec.task == "tagging":  # CJK words without spaces; a CRF becomes part of the model (crf_export.py)
+            package_tagging_export(tmp, spec)
         (tmp / "README.md").write_text(model_card(name, spec, metrics, upstream, char_map_in_dir(src)), encoding="utf-8")
         manifest = write_manifest(
             tmp, stage="export", config=cfg.model_dump(mode="json"),
@@ -62,5 +85,6 @@ def run(cfg: ExportConfig) -> dict[str, Any]:
             seed=upstream.get("seed", 0), started=started, finished=time.time(),
             extra={"task": spec.task, "pipeline": "token-classification" if spec.task == "tagging" else "text-classification"},
         )
-    print(f"export → {out}: {spec.task} model, pipeline-loadable" + (", with crf_decode.py" if spec.crf else ""))
+    print(f"export → {out}: {spec.task} model, pipeline-loadable"
+          + (" with trust_remote_code=True (BERT + CRF, modeling_bert_crf.py)" if spec.crf else ""))
     return manifest

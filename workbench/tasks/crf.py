@@ -17,6 +17,11 @@ Constraints: ``transition_constraints(tags)`` forbids transitions a BIO/BIOES ta
 never allows (O → I-X, B-X → I-Y, in BIOES B-X → O, ...); forbidden scores are pinned
 to -10000 (finite, so a gold sequence that breaks a rule gives a large loss, not inf/NaN),
 and Viterbi never picks them.
+
+Saving: a finetune output keeps this layer's tensors in ``crf.safetensors`` beside the
+emission model (heads.save_crf); an export puts them, under the same names (``crf.*``),
+inside one ``BertCrfForTokenClassification`` (modeling_bert_crf.py, see crf_export.py),
+whose forward returns this CRF's max-marginals so that a plain argmax gives ``decode``'s paths.
 """
 
 from __future__ import annotations

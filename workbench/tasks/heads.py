@@ -9,8 +9,10 @@ Heads are the stock transformers ones, so a fine-tuned model is a plain
   - tagging: ``BertForTokenClassification`` - a linear layer on every token gives the
     emission scores (B, L, num_tags). With ``crf: true`` the workbench ``CRF`` (with
     BIO/BIOES transition constraints) scores whole tag sequences on top of them and
-    Viterbi decodes; the CRF's parameters live in ``crf.safetensors`` beside the emission
-    model, so the directory still loads as a plain token classifier (argmax decoding).
+    Viterbi decodes. A finetune output keeps the CRF's parameters in ``crf.safetensors``
+    beside the emission model; ``export`` packs both into one ``BertCrfForTokenClassification``
+    (tasks/crf_export.py) that a plain ``pipeline()`` refuses rather than decode without the
+    CRF.
 LoRA (``add_lora``, peft): low-rank adapters on the attention projections, merged into the
 weights before saving, so a LoRA run also ends as a plain directory. Only [CLS] pooling is
 offered: mean pooling or a learned mix of layers would need custom model code that plain
@@ -26,6 +28,7 @@ from pathlib import Path
 
 from workbench.errors import StageInputError
 from workbench.modeling import check_model_path
+from workbench.tasks.loading import NEW_HEAD_KEYS, UNUSED_PRETRAINING_KEYS, load_complete
 
 log = logging.getLogger("workbench.tasks")
 
@@ -72,8 +75,16 @@ class TaskSpec:
 
     @classmethod
     def load(cls, directory: Path) -> TaskSpec:
-        obj = json.loads((Path(directory) / TASK_FILE).read_text(encoding="utf-8"))
-        return cls(**obj)
+        path = Path(directory) / TASK_FILE
+        try:
+            return cls(**json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise StageInputError(f"{path} is missing, so {directory} cannot say what it predicts\n"
+                                  "  fix: point at a directory written by `workbench finetune` or `workbench export`, "
+                                  "or re-run the stage that wrote it") from None
+        except (ValueError, TypeError, UnicodeDecodeError) as e:
+            raise StageInputError(f"{path} is not a valid task file ({type(e).__name__}: {str(e).splitlines()[0]})\n"
+                                  "  fix: re-run the stage that wrote it (finetune or export)") from None
 
 
 def load_for_finetune(model: str, spec: TaskSpec, *, needed_by: str = "finetune"):
@@ -83,15 +94,15 @@ def load_for_finetune(model: str, spec: TaskSpec, *, needed_by: str = "finetune"
     check_model_path(model, needed_by=needed_by)
     names = spec.output_labels()
     kwargs = dict(num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
-    try:
-        if spec.task == "tagging":
-            m = AutoModelForTokenClassification.from_pretrained(model, **kwargs)
-        else:
-            problem = "multi_label_classification" if spec.multilabel else "single_label_classification"
-            m = AutoModelForSequenceClassification.from_pretrained(model, problem_type=problem, **kwargs)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise StageInputError(f"{needed_by}: cannot load model '{model}': {str(e).splitlines()[0]}\n"
-                              "  fix: pass model=DIR with config.json and model.safetensors of a BERT") from None
+    # The encoder must load completely; only the new head (and the pooler a masked LM lacks)
+    # may be missing, and only a pretraining head may be left over.
+    if spec.task == "tagging":
+        m = load_complete(AutoModelForTokenClassification, model, needed_by=needed_by, allow_missing=NEW_HEAD_KEYS,
+                          allow_unexpected=UNUSED_PRETRAINING_KEYS, **kwargs)
+    else:
+        problem = "multi_label_classification" if spec.multilabel else "single_label_classification"
+        m = load_complete(AutoModelForSequenceClassification, model, needed_by=needed_by, allow_missing=NEW_HEAD_KEYS,
+                          allow_unexpected=UNUSED_PRETRAINING_KEYS, problem_type=problem, **kwargs)
     if m.config.max_position_embeddings < spec.max_length:
         raise StageInputError(f"{needed_by}: max_length {spec.max_length} is longer than the model's "
                               f"max_position_embeddings ({m.config.max_position_embeddings}); set max_length <= "
@@ -176,6 +187,8 @@ def load_task_model(directory: str | Path, *, needed_by: str):
     """(model, crf or None, tokenizer, spec) of a finetune or export directory, in eval mode."""
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
+    from workbench.tasks.crf_export import crf_from_model, is_crf_export
+    from workbench.tasks.crf_export import model_classes as crf_model_classes
     from workbench.vocab.tokenizer import load_tokenizer
 
     directory = Path(directory)
@@ -186,10 +199,24 @@ def load_task_model(directory: str | Path, *, needed_by: str):
                               "output; point model= at the directory written by `workbench finetune` or `workbench export`")
     spec = TaskSpec.load(directory)
     auto = AutoModelForTokenClassification if spec.task == "tagging" else AutoModelForSequenceClassification
-    model = auto.from_pretrained(str(directory))
+    # A CRF export is one BertCrfForTokenClassification (CRF inside model.safetensors, see
+    # tasks/crf_export.py): built from zh-workbench's own copy of modeling_bert_crf.py, never
+    # from code in the model directory. A finetune output keeps the CRF in crf.safetensors.
+    crf_export = spec.task == "tagging" and is_crf_export(directory)
+    if crf_export and not spec.crf:
+        raise StageInputError(f"{needed_by}: {directory} holds a CRF model but its {TASK_FILE} says crf: false")
+    model_cls = crf_model_classes()[1] if crf_export else auto
+    # Every weight of the task's head must load: a missing classifier would predict at random.
+    model = load_complete(model_cls, directory, needed_by=needed_by)
     model.eval()
     crf = None
-    if spec.crf:
+    if crf_export:
+        crf = crf_from_model(model)  # inference.tag: Viterbi over model.emissions(...)
+        tags = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        if tags != spec.tags:
+            raise StageInputError(f"{needed_by}: {directory}/config.json has tags {tags}, {TASK_FILE} {spec.tags}")
+        crf.eval()
+    elif spec.crf:
         if not (directory / CRF_FILE).is_file():
             raise StageInputError(f"{needed_by}: {directory} was trained with a CRF but has no {CRF_FILE}")
         crf, tags = load_crf(directory)

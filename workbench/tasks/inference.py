@@ -4,7 +4,9 @@ Whatever the stage, texts go through the same steps as in training:
   - classification / pair / multilabel: ``encode_classification`` (same truncation,
     counted) → logits → softmax (sigmoid for multilabel) probabilities (N, num_labels);
   - tagging: ``encode_chars`` → ``tagging_windows`` → emissions per window → argmax, or
-    CRF Viterbi over the window's real tokens → ``stitch_tags`` → one tag per character.
+    CRF Viterbi over the window's real tokens (all of them, word pieces included; not
+    [CLS]/[SEP]/padding) → ``stitch_tags`` → one tag per character. An exported CRF model
+    (``BertCrfForTokenClassification``) runs its CRF over the same positions.
 Texts are used as they are (no cleaning): the model sees at prediction time exactly what
 it saw in training, and character offsets refer to the input text.
 """
@@ -101,7 +103,8 @@ def tag(model, crf, tokenizer, spec: TaskSpec, texts: Sequence[str], *,
             chunk = windows[i:i + batch_size]
             batch = pad_batch([{"input_ids": w.input_ids} for w in chunk], tokenizer.pad_token_id)
             batch = {k: v.to(device) for k, v in batch.items()}
-            emissions = model(**batch).logits.float()  # (B, L, T)
+            # (B, L, T); a CRF export's logits are CRF max-marginals, its emissions come apart
+            emissions = (model.emissions(**batch) if hasattr(model, "emissions") else model(**batch).logits).float()
             lengths = batch["attention_mask"].sum(1)  # [CLS] + tokens + [SEP]
             if crf is not None:
                 keep = batch["attention_mask"].bool().clone()
