@@ -43,7 +43,7 @@ import numpy as np
 from workbench.config import RemapConfig
 from workbench.corpus.id_corpus import count_ids, read_id_corpus
 from workbench.errors import InputError, StageInputError
-from workbench.manifest import MANIFEST, atomic_output_dir, require_stage_output, sha256_file, write_manifest
+from workbench.manifest import MANIFEST, atomic_output_dir, owns_output, require_stage_output, sha256_file, write_manifest
 from workbench.vocab import remap as rm
 from workbench.vocab.tokenizer import load_tokenizer, vocab_fingerprint
 
@@ -155,6 +155,7 @@ def _check_id_columns(cfg: RemapConfig) -> None:
                              f"set text_column={ids[0]}" + (f" text_columns=[{','.join(ids[1:])}]" if ids[1:] else ""))
 
 
+@owns_output("remap")
 def run(cfg: RemapConfig) -> dict[str, Any]:
     started = time.time()
     _check_id_columns(cfg)
