@@ -889,7 +889,7 @@ class FinetuneConfig(StageConfig):
         if self.window_overlap is not None and not 2 <= self.window_overlap < self.max_length - 2 - 1:
             out.append(f"window_overlap: must be >= 2 and below the window ({self.max_length - 2} tokens) minus one")
         if self.head_tokens is not None and not 0 <= self.head_tokens <= self.max_length - 2:
-            out.append(f"head_tokens: must be in [0, max_length - 2]")
+            out.append("head_tokens: must be in [0, max_length - 2]")
         if self.max_steps <= 0 and self.epochs <= 0:
             out.append("epochs and max_steps are both <= 0: nothing to train")
         for name in ("batch_size", "eval_batch_size", "logging_steps"):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import functools
 import glob
 import hashlib
@@ -35,9 +36,7 @@ import os
 import platform
 import re
 import shutil
-import stat
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -103,12 +102,18 @@ def atomic_output_dir(final: str | Path, *, stage: str | None = None, inputs: It
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        if final.exists() and exchange_paths(tmp, final):
+            # One atomic step (Linux renameat2 RENAME_EXCHANGE): `final` is the new output and
+            # `tmp` now holds the old one, which is deleted (a kill here leaves a `.tmp-*`
+            # leftover that the next start sweeps; `final` is complete throughout).
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
         old = None
         if final.exists():
-            # rename() cannot replace a non-empty directory: move the old one aside first,
-            # so there is never a moment when `final` holds a mix of old and new files. A
-            # crash between the two renames leaves `.old-*` complete; the next run's sweep
-            # puts it back before anything else.
+            # No atomic exchange on this system / file system. rename() cannot replace a
+            # non-empty directory: move the old one aside first, so there is never a moment
+            # when `final` holds a mix of old and new files. A crash between the two renames
+            # leaves `.old-*` complete; the next run's sweep puts it back before anything else.
             old = final.parent / f".{final.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             final.rename(old)
         try:
@@ -120,6 +125,46 @@ def atomic_output_dir(final: str | Path, *, stage: str | None = None, inputs: It
             raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def exchange_paths(a: str | Path, b: str | Path) -> bool:
+    """Atomically swap two existing paths (Linux ``renameat2(..., RENAME_EXCHANGE)``, glibc
+    >= 2.28). False when the system or file system cannot (then the caller falls back to two
+    renames); other errors raise OSError."""
+    import ctypes
+
+    if not sys.platform.startswith("linux") or os.environ.get("WORKBENCH_NO_EXCHANGE"):
+        return False
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(_AT_FDCWD, os.fsencode(str(a)), _AT_FDCWD, os.fsencode(str(b)), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+@contextlib.contextmanager
+def scratch_dir(final: str | Path) -> Iterator[Path]:
+    """A work directory beside `final` named like its temp dirs (`.<name>.tmp-<pid>-<id>`),
+    removed at the end; a killed run's is swept at the next start like any leftover (a
+    directory in the system temp dir would stay there forever)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    work = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    work.mkdir()
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _umask() -> int:

@@ -26,7 +26,7 @@ from workbench.config import ExportConfig
 from workbench.manifest import MANIFEST, atomic_output_dir, owns_output, require_stage_output, write_manifest
 from workbench.report.model_card import model_card
 from workbench.tasks.crf_export import package_tagging_export
-from workbench.tasks.heads import TaskSpec, load_task_model
+from workbench.tasks.heads import load_task_model
 from workbench.vocab.normalize import char_map_in_dir
 
 # Files of a finetune output that are not part of the export (plots stay with the run;

@@ -43,7 +43,6 @@ _STATS_DOCS = 20_000  # tokens/char and [UNK] rate are measured on at most this 
 
 @owns_output("extend-vocab")
 def run(cfg: ExtendVocabConfig) -> dict[str, Any]:
-    import datasets
     from tqdm.auto import tqdm
 
     started = time.time()

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ import numpy as np
 
 from workbench.config import FinetuneConfig
 from workbench.errors import InputError
-from workbench.manifest import atomic_output_dir, owns_output, sha256_file, verify_model_dir, write_manifest
+from workbench.manifest import atomic_output_dir, owns_output, scratch_dir, sha256_file, verify_model_dir, write_manifest
 from workbench.tasks.heads import TaskSpec, add_lora, freeze_layers, load_for_finetune, save_crf
 from workbench.tasks.labels import LabelMap, check_labels, infer_label_map
 from workbench.tasks.tags import tag_list
@@ -316,7 +315,7 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
     seeds = cfg.seeds or [cfg.seed]
     runs = []
     chosen = None
-    with tempfile.TemporaryDirectory(prefix="workbench-finetune-") as work:
+    with scratch_dir(cfg.output_path()) as work:  # Trainer's scratch; swept if the run is killed
         for seed in seeds:
             model, crf, history, best = train_one(cfg, spec, tok, feats, valid, seed, Path(work))
             valid_m = best.pop("metrics")  # the best epoch's full valid metrics, from the callback

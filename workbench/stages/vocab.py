@@ -51,7 +51,6 @@ _UNK_EVAL_DOCS = 50_000
 
 @owns_output("vocab")
 def run(cfg: VocabConfig) -> dict[str, Any]:
-    import datasets
 
     started = time.time()
     in_dir = cfg.input_path()
