@@ -9,27 +9,142 @@ steps; that is reported loudly and recorded in the manifest.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+import os
+import re
+from pathlib import Path, PurePath
 
 from workbench.errors import StageInputError
 
 log = logging.getLogger("workbench.modeling")
 
+# model= ending like this names a file, never a hub repo (whose ids may hold dots: Qwen2.5-0.5B).
+_FILE_SUFFIXES = (".bin", ".safetensors", ".txt", ".json", ".pt", ".pth", ".ckpt", ".h5", ".onnx", ".msgpack",
+                  ".gguf", ".model", ".yaml", ".yml", ".zip", ".tar", ".gz")
+_HUB_PROBE_TIMEOUT_S = 5.0
+
 
 def check_model_path(model: str, *, needed_by: str) -> bool:
     """Whether `model` is a local directory (else a hub id). Raises StageInputError for a
     path that does not exist or a directory without config.json, before transformers tries
-    the hub with it."""
+    the hub with it; see `resolve_model_source` for what counts as a path."""
     path = Path(model)
-    local = path.is_dir()
-    if not local and (path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1):
-        raise StageInputError(f"{needed_by}: model '{model}' is not a directory; pass model=DIR "
-                              "(a saved model: config.json + model.safetensors) or a hub id such as bert-base-chinese")
+    local = resolve_model_source(model, needed_by=needed_by,
+                                 what="a saved model: config.json + model.safetensors")
     if local and not (path / "config.json").is_file():
         raise StageInputError(f"{needed_by}: {path} has no config.json, so it is not a saved model "
                               f"(it has: {', '.join(sorted(p.name for p in path.iterdir())[:8]) or 'nothing'})\n"
                               "  fix: pass the directory written by save_pretrained / init-model / pretrain / finetune")
     return local
+
+
+def resolve_model_source(model: str, *, needed_by: str, what: str) -> bool:
+    """True when `model` is a local directory, False for a hub id that can be loaded; else
+    StageInputError at once, with no network wait:
+
+    - `model` looks like a local path (see `_local_path_reason`: ./ or / or ~ at the start,
+      a backslash, 2+ slashes, a file suffix, or a first component that is a local folder,
+      as in runs/pretrain) but does not exist: transformers would take runs/pretrain for a
+      hub id and retry the hub for ~50 s before failing with a hub error;
+    - a hub id not in the local HF cache while offline (HF_HUB_OFFLINE=1, or one HEAD request
+      to the hub, without retries, fails). A cached hub model with the hub unreachable is
+      loaded from the cache: the process switches to HF_HUB_OFFLINE (else every file
+      transformers checks for waits through the retries).
+    `what`: what a valid directory holds, for the messages."""
+    path = Path(model)
+    if path.is_dir():
+        return True
+    if path.exists():
+        raise StageInputError(f"{needed_by}: model '{model}' is not a directory but a file; pass model=DIR ({what})")
+    why, may_be_hub = _local_path_reason(model)
+    if why is not None and not (may_be_hub and _hub_cached(model)):
+        raise StageInputError(
+            f"{needed_by}: model '{model}' is not a directory: {path.absolute()} does not exist ({why}, so it is "
+            f"read as a local path, not as a Hugging Face hub id)\n"
+            f"  fix: pass model= an existing directory ({what}); a relative path is relative to {Path.cwd()}")
+    _check_hub_model(model, needed_by=needed_by, what=what)
+    return False
+
+
+def _local_path_reason(model: str) -> tuple[str | None, bool]:
+    """(why `model` must be a local path, or None if it may be a hub id; whether it may still
+    be a hub id, when its only path-like trait is a first component that exists locally)."""
+    if model.startswith((".", "/", "~")):
+        return "it starts like a path", False
+    if "\\" in model:
+        return "it contains a backslash", False
+    if model.endswith(("/", os.sep)):
+        return "it ends with a path separator", False
+    if re.match(r"[A-Za-z]:", model):
+        return "it starts with a drive letter", False
+    if model.count("/") > 1:
+        return "it has more than one '/', and a hub id is NAME or OWNER/NAME", False
+    suffix = PurePath(model).suffix.lower()
+    if suffix in _FILE_SUFFIXES:
+        return f"it names a {suffix} file", False
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        return "it is not a valid hub id", False
+    first = model.split("/", 1)[0]
+    if "/" in model and Path(first).is_dir():
+        return f"'{first}' is a local directory", True
+    return None, True
+
+
+def _hub_cached(repo_id: str) -> bool:
+    """Whether the local Hugging Face cache holds files of the hub model `repo_id`."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return any(isinstance(try_to_load_from_cache(repo_id, f), str)
+                   for f in ("config.json", "tokenizer_config.json", "vocab.txt", "tokenizer.json"))
+    except Exception:  # an id the cache layout cannot hold
+        return False
+
+
+def _hub_unreachable(repo_id: str) -> str | None:
+    """None when the hub answers about `repo_id` (even "not found": from_pretrained then says so
+    at once), else why not. One HEAD request, no retries, a short timeout."""
+    import inspect
+
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+
+    kwargs = {"retry_on_errors": False} if "retry_on_errors" in inspect.signature(get_hf_file_metadata).parameters else {}
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, "config.json"), timeout=_HUB_PROBE_TIMEOUT_S, **kwargs)
+    except HfHubHTTPError:
+        return None
+    except Exception as e:  # no DNS, connection refused, timeout, offline mode ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return f"{type(e).__name__}: {first}" if first else type(e).__name__
+    return None
+
+
+def _check_hub_model(model: str, *, needed_by: str, what: str) -> None:
+    from huggingface_hub import constants
+
+    cached = _hub_cached(model)
+    offline = constants.HF_HUB_OFFLINE
+    problem = None if offline else _hub_unreachable(model)
+    if cached:
+        if problem is not None:
+            log.warning("%s: the Hugging Face hub cannot be reached (%s): loading model '%s' from the local HF "
+                        "cache only (HF_HUB_OFFLINE=1 from here on in this process)", needed_by, problem, model)
+            constants.HF_HUB_OFFLINE = True
+        return
+    if not offline and problem is None:
+        return  # the hub answers: from_pretrained downloads it (or says it does not exist)
+    reason = ("HF_HUB_OFFLINE=1 forbids downloading it" if offline
+              else f"the hub cannot be reached from here ({problem})")
+    raise StageInputError(
+        f"{needed_by}: model '{model}' is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+        f"{reason}; nor is it a local directory ({Path(model).absolute()} does not exist)\n"
+        f"  fix: pass model= a local directory ({what}), e.g. one written by init-model / pretrain / "
+        f"save_pretrained; or download the model once where there is network (`hf download {model}`) and copy "
+        f"the HF cache here (HF_HOME / HF_HUB_CACHE)")
 
 
 def load_masked_lm(model: str, *, needed_by: str):

@@ -32,11 +32,20 @@ HASHTAG_RE = re.compile(r"[#＃]([^#＃\n]{1,60})[#＃]")
 # [哈哈] [doge] [二哈]: short bracketed CJK/latin words; digits excluded so "[1]" survives.
 EMOJI_CODE_RE = re.compile(r"\[[\u4e00-\u9fffA-Za-z]{1,8}\]")
 EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
+# EMAIL_RE.sub over a whole text is quadratic on a long run of address characters (a base64
+# blob, a run of digits): the engine retries the greedy local part from every position of
+# the run and rescans it to its end each time (~20 s for 200k characters, hours for 10 MB).
+# An address lies inside one maximal run of these characters that holds an @, after any @s
+# that lead the run (an address starts with a non-empty local part). This finds exactly
+# those runs, each starting only where a local part can start (the lookbehind) and never
+# backtracking (possessive), so it is linear. _scrub_emails then tries EMAIL_RE once per @.
+_EMAIL_RUN_RE = re.compile(r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]++@[A-Za-z0-9._%+\-@]*+")
 PHONE_RE = re.compile(r"(?<![\dA-Za-z])(?:\+?86[\- ]?)?1[3-9]\d(?:[\- ]?\d{4}){2}(?![\dA-Za-z])")
 ID_CARD_RE = re.compile(r"(?<![\dA-Za-z])[1-9]\d{5}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[\dXx](?![\dA-Za-z])")
 _SPACES_RE = re.compile(r"[^\S\n]+")
 _NEWLINES_RE = re.compile(r"\s*\n\s*")
 _CJK_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
+_CJK_RUN_RE = re.compile(_CJK_RE.pattern + "+")
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 # Punctuation missing from Google's bert-base-chinese vocab → ASCII equivalents it has.
 _PUNCT_TO_ASCII = str.maketrans({"“": '"', "”": '"', "‘": "'", "’": "'", "—": "-", "–": "-", "…": "..."})
@@ -103,6 +112,32 @@ class Cleaner:
             self.counts[name] += n
         return new
 
+    def _scrub_emails(self, text: str) -> str:
+        """``EMAIL_RE.sub(pii.email, text)``, the same matches, in linear time."""
+        repl, found = self.cfg.pii.email, 0
+
+        def run(m: re.Match) -> str:
+            nonlocal found
+            s, out, pos = m.group(), [], 0
+            while (at := s.find("@", pos)) >= 0:
+                # From any start in s[pos:at] the local part runs to this @ (it holds no @), so
+                # one try from `pos` stands for all of them; none can start at the @ itself.
+                e = EMAIL_RE.match(s, pos) if at > pos else None
+                if e is None:
+                    out.append(s[pos:at + 1])
+                    pos = at + 1
+                else:
+                    out.append(e.expand(repl))
+                    found += 1
+                    pos = e.end()
+            out.append(s[pos:])
+            return "".join(out)
+
+        text = _EMAIL_RUN_RE.sub(run, text)
+        if found:
+            self.counts["pii_email"] += found
+        return text
+
     def _id_card(self, m: re.Match) -> str:
         # 18 digits with a date inside are common (order numbers): only checksum-valid ones go.
         if not valid_id_card(m.group()):
@@ -113,6 +148,8 @@ class Cleaner:
     def clean(self, text: str) -> tuple[str, str | None]:
         """(cleaned text, reject reason or None)."""
         c = self.cfg
+        if c.max_chars is not None and len(text) > 4 * c.max_chars and self._surely_too_long(text):
+            return text, "too_long"  # the same verdict the full cleaning would reach, without it
         if self._invisible is not None:
             text = text.replace("\r\n", "\n").replace("\r", "\n").translate(self._invisible)
         if self._width is not None:
@@ -122,7 +159,7 @@ class Cleaner:
         if self._t2s is not None:
             text = self._t2s.convert(text)
         if c.pii.enabled:
-            text = self._sub("pii_email", EMAIL_RE, c.pii.email, text)
+            text = self._scrub_emails(text)
             text = ID_CARD_RE.sub(self._id_card, text)
             text = self._sub("pii_phone", PHONE_RE, c.pii.phone, text)
         if c.urls:
@@ -152,6 +189,28 @@ class Cleaner:
         if c.whitespace:
             text = _NEWLINES_RE.sub("\n", _SPACES_RE.sub(" ", text)).strip()
         return text, self.reject_reason(text)
+
+    def _surely_too_long(self, text: str) -> bool:
+        """Whether cleaning `text` must leave more than max_chars characters (so the verdict is
+        too_long), from counts alone. Only CJK characters are counted as survivors, and only
+        rules with a trigger character can delete them, each a bounded number per trigger: a
+        mention / reply / repost marker ≤ 32 per @ (回复 + a 30-character name), a dropped
+        #topic# ≤ 60 per #, an emoticon code ≤ 8 per [. Nothing creates triggers or deletes
+        CJK otherwise; rules that could (t2s conversion, placeholders holding a trigger, a
+        repost chain cut at its first marker) turn this off."""
+        c = self.cfg
+        if self._t2s is not None or c.repost_chains == "drop":
+            return False
+        if c.pii.enabled and any(ch in p for p in (c.pii.email, c.pii.phone, c.pii.id_card) for ch in "@＠#＃[［"):
+            return False
+        deletable = 32 * (text.count("@") + text.count("＠"))
+        if c.hashtags == "drop":
+            deletable += 60 * (text.count("#") + text.count("＃"))
+        if c.emoji_codes:
+            deletable += 8 * (text.count("[") + text.count("［"))
+        if len(text) - deletable <= c.max_chars:
+            return False
+        return sum(map(len, _CJK_RUN_RE.findall(text))) - deletable > c.max_chars
 
     def reject_reason(self, text: str) -> str | None:
         c = self.cfg

@@ -160,6 +160,8 @@ def _physical_lines(
     """
     h = hashlib.sha256()
     buf = b""
+    more: list[bytes] = []  # chunks of a line still open, joined to buf only once its end arrives:
+    more_len = 0  # buf += chunk and re-splitting buf per chunk would be quadratic in the line length
     line_no = 0
     overlong = False
     first = True
@@ -171,6 +173,15 @@ def _physical_lines(
             advance(len(chunk))
             if first:
                 chunk, first = chunk[skip:], False
+        if chunk and b"\n" not in chunk and b"\r" not in chunk and not buf.endswith(b"\r"):
+            if not overlong:  # an overlong line is yielded as None: its bytes are not kept
+                more.append(chunk)
+                more_len += len(chunk)
+                if len(buf) + more_len > max_line_bytes:
+                    overlong, buf, more, more_len = True, b"", [], 0
+            continue
+        if more:
+            buf, more, more_len = b"".join([buf, *more]), [], 0
         buf += chunk
         if chunk and buf.endswith(b"\r"):
             # Could be the first half of \r\n: wait for the next chunk, unless that is empty.

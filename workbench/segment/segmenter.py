@@ -80,12 +80,9 @@ class Segmenter:
             for word, freq, pos in self.lexicon_words:
                 impl.add_word(word, freq, pos)
         else:
-            import logging
+            from workbench.segment.jieba_cache import new_jieba_tokenizer
 
-            import jieba
-
-            jieba.setLogLevel(logging.WARNING)
-            impl = jieba.Tokenizer()
+            impl = new_jieba_tokenizer()  # its dictionary cache in a private dir, not /tmp
             for word, freq, pos in self.lexicon_words:
                 impl.add_word(word, freq, pos)
             if self.posseg:

@@ -47,7 +47,8 @@ import numpy as np
 from workbench.config import PretrainConfig
 from workbench.deepspeed_config import check_deepspeed_config
 from workbench.errors import StageInputError
-from workbench.manifest import MANIFEST, atomic_output_dir, require_stage_output, sha256_file, write_manifest
+from workbench.manifest import (MANIFEST, atomic_output_dir, claim_output, config_inputs, load_stage_dataset, owns_output,
+                                require_stage_output, sha256_file, verify_model_dir, write_manifest)
 from workbench.masking.collator import IGNORE_INDEX, MaskingCollator
 from workbench.modeling import cap_model_max_length, load_masked_lm, set_sparse_mlm_head
 from workbench.vocab.normalize import install_char_map
@@ -232,9 +233,21 @@ def _check_resume_config(ckpt_dir: Path, cfg: PretrainConfig) -> None:
             "resume=false to start over (deletes those checkpoints)")
 
 
+def _own_checkpoints(directory: Path) -> bool:
+    """A directory of this stage's Trainer checkpoints (pretrain writes pretrain_config.json first)."""
+    return (directory / "pretrain_config.json").is_file() or any(directory.glob("checkpoint-*"))
+
+
+@owns_output("pretrain")
 def run(cfg: PretrainConfig, *, callbacks: list | None = None) -> dict[str, Any]:
     """Train, then write the output dir. `callbacks`: extra TrainerCallbacks (tests use one to
-    emulate a crash)."""
+    emulate a crash). The output and the checkpoint directory each have one writer: a second
+    run on either fails at once instead of resuming from the live run's checkpoints."""
+    with claim_output(cfg.checkpoints_path(), stage="pretrain", inputs=config_inputs(cfg), is_own=_own_checkpoints):
+        return _train(cfg, callbacks)
+
+
+def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
     import datasets
     import torch
     from transformers import EarlyStoppingCallback, TrainingArguments
@@ -243,6 +256,7 @@ def run(cfg: PretrainConfig, *, callbacks: list | None = None) -> dict[str, Any]
     # 1. Inputs: a finished segment output, made with this model's vocabulary.
     in_dir = cfg.input_path()
     upstream = require_stage_output(in_dir, "segment", needed_by="pretrain")
+    verify_model_dir(cfg.model, needed_by="pretrain")
     tok = load_tokenizer(cfg.model, needed_by="pretrain")
     # The model learns text folded by prepare; its saved tokenizer folds raw text the same way.
     tok = install_char_map(tok, (upstream.get("tokenizer") or {}).get("char_map") or {})
@@ -257,7 +271,7 @@ def run(cfg: PretrainConfig, *, callbacks: list | None = None) -> dict[str, Any]
             "or point model= at the model segment used")
     if cfg.deepspeed:
         check_deepspeed_config(cfg.deepspeed, needed_by="pretrain")  # before the (slow) model load
-    dd = datasets.load_from_disk(str(in_dir / "dataset"))
+    dd = load_stage_dataset(in_dir, needed_by="pretrain")
     if "train" not in dd or len(dd["train"]) == 0:
         raise StageInputError(f"pretrain: {in_dir}/dataset has no train blocks; re-run prepare/segment with more text")
     train_ds = dd["train"]
@@ -371,9 +385,14 @@ def run(cfg: PretrainConfig, *, callbacks: list | None = None) -> dict[str, Any]
                  resume_from, done_step, total_steps)
         trainer._load_from_checkpoint(str(resume_from))
         trainer.state = TrainerState.load_from_json(str(resume_from / "trainer_state.json"))
-        train_loss = next((h["train_loss"] for h in reversed(trainer.state.log_history) if "train_loss" in h), None)
+        last = next((h["train_loss"] for h in reversed(trainer.state.log_history) if "train_loss" in h), None)
+        train_loss = whole_run_train_loss(trainer.state.log_history, done_step, done_step, last)
     else:
-        train_loss = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None).training_loss
+        # HF's training_loss averages this train() call's steps only; the steps before the
+        # checkpoint come from its log history, complete up to it when every save step logs.
+        trainer.add_callback(_log_at_save_callback())
+        call_loss = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None).training_loss
+        train_loss = whole_run_train_loss(trainer.state.log_history, done_step, trainer.state.global_step, call_loss)
     final_eval = trainer.evaluate() if do_eval else {}
     history = trainer.state.log_history
 
@@ -435,6 +454,42 @@ def run(cfg: PretrainConfig, *, callbacks: list | None = None) -> dict[str, Any]
     _leave_process_group()
     _print_summary(manifest, out_dir)
     return manifest
+
+
+def whole_run_train_loss(history: list[dict], resumed_at: int, last_step: int, call_loss: float | None) -> float | None:
+    """Mean train loss per step over steps 1..`last_step`, however many processes ran them.
+
+    Steps up to `resumed_at` (the checkpoint this process resumed from, 0 for none) come from
+    the log history restored with it: a logged `loss` is the mean over the steps since the
+    previous logged one, so it counts that many times (every save step logs, see
+    `_log_at_save_callback`). Steps `resumed_at`+1..`last_step` come from `call_loss`, HF's
+    `training_loss` of this train() call (its mean over exactly those steps). So the result
+    is the same for a run interrupted and resumed as for one that ran straight through."""
+    total, steps, prev = 0.0, 0, 0
+    for h in history:
+        if "loss" in h and prev < h["step"] <= resumed_at:
+            total += h["loss"] * (h["step"] - prev)
+            steps += h["step"] - prev
+            prev = h["step"]
+    if call_loss is not None and last_step > resumed_at:
+        total += call_loss * (last_step - resumed_at)
+        steps += last_step - resumed_at
+    return total / steps if steps else call_loss
+
+
+def _log_at_save_callback():
+    """A TrainerCallback that logs the train loss at every step that saves a checkpoint, so a
+    checkpoint's log history covers every step before it (with logging_steps not dividing
+    save_steps, the steps since the last log would otherwise be lost on a resume)."""
+    from transformers import TrainerCallback
+
+    class LogAtSave(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if control.should_save:
+                control.should_log = True
+            return control
+
+    return LogAtSave()
 
 
 def _leave_process_group() -> None:

@@ -60,10 +60,11 @@ def _load_tokenizer(model: str, *, needed_by: str):
             raise StageInputError(f"{needed_by}: {path} has duplicate tokens ({len(vocab)} distinct lines, "
                                   f"tokenizer has {len(tok)}); fix the vocab file")
         return tok
-    local = path.is_dir()
-    if not local and (path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1):
-        raise StageInputError(f"{needed_by}: model '{model}' is not a directory; pass model=DIR "
-                              "(a saved model with vocab.txt or tokenizer.json) or a hub id")
+    # A missing local-looking path (runs/pretrain) or an uncached hub id while offline fails
+    # here at once, instead of after transformers' hub retries (~50 s).
+    from workbench.modeling import resolve_model_source
+
+    local = resolve_model_source(model, needed_by=needed_by, what="a saved model with vocab.txt or tokenizer.json")
     try:
         saved_class = _tokenizer_class(path) if local else None
         if saved_class and saved_class.startswith("BertTokenizer"):
