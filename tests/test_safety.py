@@ -183,7 +183,8 @@ def test_item3_a_swapped_split_is_refused_until_accepted(cli, prepared, tmp_path
 def test_item3_an_edited_manifest_is_refused(cli, prepared, tmp_path):
     p = _copy_run(prepared / "prepared", tmp_path / "prepared")
     m = json.loads((p / "manifest.json").read_text(encoding="utf-8"))
-    m["config"]["clean"]["fullwidth"] = not m["config"]["clean"].get("fullwidth", True)
+    # what segment installs into the tokenizer (the character folding) would silently change
+    m["config"]["clean"]["fullwidth"] = "all" if m["config"]["clean"]["fullwidth"] != "all" else "alnum"
     (p / "manifest.json").write_text(json.dumps(m, ensure_ascii=False, indent=2), encoding="utf-8")
     code, _, err = cli("segment", f"input={p}", f"output={tmp_path / 'seg'}", f"model={prepared / 'vocab'}")
     assert code == 2 and "manifest.json was edited" in err

@@ -251,7 +251,10 @@ def test_a_rerun_that_fails_at_the_output_rename_keeps_the_old_key(tmp_path, rev
     old_out, old_key = _snapshot(out), key_file.read_bytes()
     assert _decodes(key_file, out, review_lines[:60])
 
-    # The re-run fails where the finished new output would be renamed in (the old one moved aside).
+    # The re-run fails where the finished new output would be swapped in (an atomic exchange
+    # where the system has one, else the old output is renamed aside first).
+    import workbench.manifest as manifest
+
     real_rename = Path.rename
 
     def failing_rename(self, target):
@@ -259,10 +262,14 @@ def test_a_rerun_that_fails_at_the_output_rename_keeps_the_old_key(tmp_path, rev
             raise OSError("injected: rename failed")
         return real_rename(self, target)
 
+    def failing_exchange(a, b):
+        raise OSError("injected: exchange failed")
+
     monkeypatch.setattr(Path, "rename", failing_rename)
+    monkeypatch.setattr(manifest, "exchange_paths", failing_exchange)
     with pytest.raises(OSError, match="injected"):
         desensitise.run(_cfg(*args, "key_seed=2"))
-    monkeypatch.setattr(Path, "rename", real_rename)
+    monkeypatch.undo()
     assert _snapshot(out) == old_out and key_file.read_bytes() == old_key
     assert _decodes(key_file, out, review_lines[:60])
     assert not [p for p in key_file.parent.iterdir() if p.name.startswith(".out.key.tsv.new-")]
