@@ -219,17 +219,18 @@ class DedupConfig(Section):
 
 class SplitConfig(Section):
     valid_fraction: float = 0.01
-    """Share of documents in the `valid` split, chosen by a seeded hash of the text (stable as the corpus grows)."""
+    """Share of documents in the `valid` split, chosen by a seeded hash of the text (stable as the corpus grows). 1.0 makes a held-out set: every document in `valid`, `train` empty (for `evaluate`, not for `pretrain`)."""
     test_fraction: float = 0.0
-    """Share of documents in a `test` split (none when 0)."""
+    """Share of documents in a `test` split (none when 0; 1.0: every document in `test`)."""
 
     def problems(self) -> list[str]:
         out = []
         for name in ("valid_fraction", "test_fraction"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                out.append(f"split.{name}: must be in [0, 1)")
-        if self.valid_fraction + self.test_fraction >= 1.0:
-            out.append("split: valid_fraction + test_fraction must be below 1, or nothing is left to train on")
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                out.append(f"split.{name}: must be in [0, 1] (got {getattr(self, name)})")
+        if self.valid_fraction + self.test_fraction > 1.0 + 1e-9:
+            out.append(f"split: valid_fraction + test_fraction is {self.valid_fraction + self.test_fraction:g}, "
+                       "above 1 (at exactly 1 every document is held out and nothing is left to train on)")
         return out
 
 
@@ -797,7 +798,7 @@ class FinetuneConfig(StageConfig):
     train: str | None = None
     """Labelled train file; the label map is built from it."""
     valid: str | None = None
-    """Labelled validation file: evaluated every epoch, picks the best epoch."""
+    """Labelled validation file: evaluated after every epoch (and every `eval_steps` steps when set); the best evaluation's weights are kept."""
     test: str | None = None
     """Optional labelled test file, evaluated once with the best model."""
     data: TaskDataConfig = TaskDataConfig()
@@ -821,7 +822,7 @@ class FinetuneConfig(StageConfig):
     crf_lr: float = 1e-3
     """Learning rate of the CRF's transition scores (they start near zero and need more than the encoder's lr)."""
     metric: Literal["auto", "accuracy", "macro_f1"] = "auto"
-    """Metric that picks the best epoch. auto: accuracy (classification, pair), micro F1 (multilabel), entity F1 (tagging); macro_f1 only for classification/pair."""
+    """Metric that picks the best evaluation (epoch or step). auto: accuracy (classification, pair), micro F1 (multilabel), entity F1 (tagging); macro_f1 only for classification/pair."""
     threshold: float = 0.5
     """multilabel: a label is predicted when its probability is at least this."""
     freeze_layers: int | None = None
@@ -831,7 +832,9 @@ class FinetuneConfig(StageConfig):
     epochs: int = 3
     """Passes over the train data; valid is evaluated after each."""
     max_steps: int = -1
-    """Optimizer steps to train; > 0 overrides `epochs` (valid is still evaluated per epoch and at the end)."""
+    """Optimizer steps to train; > 0 overrides `epochs` (valid is still evaluated per epoch and at the end: below one epoch that is one evaluation, at the last step, unless `eval_steps` is set)."""
+    eval_steps: int | None = None
+    """Also evaluate valid every this many optimizer steps (besides after each epoch and at the end of training), so that a run shorter than an epoch still selects; the best evaluation's weights are kept (ties: the earlier). null: per epoch (and at the end) only."""
     batch_size: int = 32
     """Examples (tagging: windows) per optimizer step."""
     eval_batch_size: int = 64
@@ -843,9 +846,9 @@ class FinetuneConfig(StageConfig):
     warmup_ratio: float = 0.1
     """Share of the steps spent warming the learning rate up linearly from 0."""
     early_stopping_patience: int | None = None
-    """Stop after this many epochs without a better valid metric; null = off. The best epoch's weights are kept either way."""
+    """Stop after this many valid evaluations in a row without a better valid metric (evaluations, not epochs: with `eval_steps` set these include the step evaluations); null = off. The best evaluation's weights are kept either way."""
     seeds: list[int] = []
-    """Train once per seed (e.g. [1, 2, 3]) and report mean ± std of the valid/test metrics; the model of the seed with the best valid metric is saved. Empty: one run with `seed`."""
+    """Train once per seed (e.g. [1, 2, 3]); metrics.json keeps every seed's full valid/test metrics (`seeds.runs`) and mean ± std (sample std) of each scalar metric (`seeds.summary`); the model of the seed with the best valid metric is saved. Empty: one run with `seed`."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     """Mixed precision (fp16 needs a GPU; on CPU it falls back to fp32)."""
     logging_steps: int = 50
@@ -905,6 +908,8 @@ class FinetuneConfig(StageConfig):
             out.append("freeze_layers: must be >= 0 or null")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             out.append("early_stopping_patience: must be >= 1 or null")
+        if self.eval_steps is not None and self.eval_steps < 1:
+            out.append(f"eval_steps: must be >= 1 or null (got {self.eval_steps})")
         if len(set(self.seeds)) != len(self.seeds):
             out.append(f"seeds: duplicates in {self.seeds}")
         return out
@@ -966,31 +971,64 @@ class PredictConfig(Section):
 
 
 class EvaluateConfig(StageConfig):
-    """Evaluate a finetune/export directory on a labelled file: metrics, report, confusion matrix, worst errors."""
+    """Score a model: a task model on a labelled file (metrics, report, worst errors), or any masked LM's held-out MLM loss on a segment output."""
 
     output_dir_name: typing.ClassVar[str] = "evaluate"
 
     model: str | None = None
-    """A `finetune` or `export` output directory."""
+    """Task evaluation: a `finetune` or `export` output. MLM scoring: a masked LM with its MLM head (an init-model / extend-vocab / pretrain output, a BERT save_pretrained directory, or a hub id)."""
     input: str | None = None
-    """Labelled file in the format the model was trained on (see `data`)."""
+    """A labelled file in the format the model was trained on (task evaluation, see `data`), or a `segment` output directory (MLM scoring; its blocks must be made with the model's vocabulary)."""
     data: TaskDataConfig | None = None
-    """Columns and format of the file; default the ones the model was fine-tuned with."""
+    """Task evaluation: columns and format of the file; default the ones the model was fine-tuned with."""
     unknown_labels: Literal["error", "drop"] = "error"
-    """A label the model does not know: error, or drop it (counted)."""
-    batch_size: int = 64
-    """Texts (tagging: windows) per forward pass."""
+    """Task evaluation: a label the model does not know: error, or drop it (counted)."""
+    batch_size: int | None = None
+    """Texts (tagging: windows) per forward pass, default 64. MLM scoring: blocks per batch, default 32 (pretrain's default); the masks of batch k are drawn from (seed, k), so use pretrain's batch_size to reproduce its eval_loss."""
     worst: int = 50
-    """Errors written to errors.jsonl (most confident wrong predictions first)."""
+    """Task evaluation: errors written to errors.jsonl (most confident wrong predictions first)."""
+    split: Literal["valid", "test", "train", "all"] = "valid"
+    """MLM scoring: which blocks of the segment output to score (all: train, valid, test in that order)."""
+    masking: MaskingConfig = MaskingConfig()
+    """MLM scoring: how the fixed masks are drawn, as in pretrain (give pretrain's masking and seed to reproduce its eval_loss). The masks depend on the blocks, masking, seed and batch_size, never on the model: two models scored with the same ones see the same masked positions and replacement tokens."""
+    max_blocks: int | None = None
+    """MLM scoring: score only the first this many blocks of the split (stored order); null = all."""
+
+    # Keys that only one kind of evaluation reads, and their defaults (a changed one with the
+    # other kind of input is a contradiction).
+    TASK_KEYS: typing.ClassVar[tuple[str, ...]] = ("data", "unknown_labels", "worst")
+    MLM_KEYS: typing.ClassVar[tuple[str, ...]] = ("split", "masking", "max_blocks")
+
+    def changed(self, keys: tuple[str, ...]) -> list[str]:
+        """Those of `keys` whose value is not the default."""
+        return [k for k in keys if getattr(self, k) != type(self).model_fields[k].default]
+
+    def mode_problems(self, mode: Literal["task", "mlm"]) -> list[str]:
+        """Keys set for the other kind of evaluation than the one `input` asks for."""
+        if mode == "mlm":
+            return [f"{k}: only read when evaluating a task model on a labelled file, but input={self.input} is a "
+                    "segment output (MLM scoring); drop it" for k in self.changed(self.TASK_KEYS)]
+        return [f"{k}: only read for MLM scoring (input= a segment output directory), but input={self.input} is a "
+                "labelled file (task evaluation); drop it" for k in self.changed(self.MLM_KEYS)]
 
     def problems(self) -> list[str]:
         out = []
         if not self.model:
-            out.append("model: required; pass model=DIR (a finetune or export output)")
+            out.append("model: required; pass model=DIR (a finetune or export output, or a masked LM)")
         if not self.input:
-            out.append("input: required; pass input=FILE (a labelled file)")
-        if self.batch_size < 1 or self.worst < 0:
+            out.append("input: required; pass input=FILE (a labelled file) or input=DIR (a segment output)")
+        if (self.batch_size is not None and self.batch_size < 1) or self.worst < 0:
             out.append("batch_size must be >= 1 and worst >= 0")
+        if self.max_blocks is not None and self.max_blocks < 1:
+            out.append(f"max_blocks: must be >= 1 or null (got {self.max_blocks})")
+        task, mlm = self.changed(self.TASK_KEYS), self.changed(self.MLM_KEYS)
+        if task and mlm:
+            out.append(f"{', '.join(task)} (task evaluation) and {', '.join(mlm)} (MLM scoring) are both set; "
+                       "one evaluation is either a task model on a labelled file or a masked LM on a segment output")
+        if self.masking.sop:
+            out.append("masking.sop: MLM scoring uses BertForMaskedLM, which has no sentence-order head; "
+                       "set masking.sop=false")
+        out += self.masking.problems()
         return out
 
 

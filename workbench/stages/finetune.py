@@ -1,4 +1,4 @@
-"""finetune: train a BERT on a labelled task and keep the best epoch.
+"""finetune: train a BERT on a labelled task and keep its best evaluation on valid.
 
     workbench finetune task=classification model=runs/demo/pretrain \\
         train=corpora/demo/reviews/train.tsv valid=corpora/demo/reviews/dev.tsv test=corpora/demo/reviews/test.tsv
@@ -12,14 +12,17 @@ Tasks: classification (one label per text), pair (one label per text pair), mult
   2. encode: classification texts are truncated to `max_length` (counted per split);
      tagging texts are cut into sliding windows (counted), so nothing is dropped;
   3. for each seed (`seeds`, or just `seed`): a fresh model from `model` with a new head
-     (+ CRF), HF Trainer; after every epoch the WHOLE valid set is predicted with the same
-     code ``predict`` uses (windows stitched, CRF Viterbi) and scored by the task metric
-     (accuracy / macro-F1, multilabel micro-F1, entity F1); the best epoch's weights are
-     kept in memory, early stopping optional;
+     (+ CRF), HF Trainer; after every epoch, every `eval_steps` optimizer steps (when set)
+     and at the end of training the WHOLE valid set is predicted with the same code
+     ``predict`` uses (windows stitched, CRF Viterbi) and scored by the task metric
+     (accuracy / macro-F1, multilabel micro-F1, entity F1); the best evaluation's weights
+     are kept in memory (ties: the earlier), early stopping (counted in evaluations) optional;
   4. the best model (of the best seed) is scored on valid and test, and written atomically:
      save_pretrained (safetensors) + tokenizer with config.id2label/label2id, crf.safetensors
      (tagging with a CRF), task.json (how to run it), labels.json, metrics.json,
      confusion.png (classification), manifest.json (input hashes, base model, counts).
+     With several seeds, metrics.json keeps every seed's full valid/test metrics
+     (`seeds.runs`) and mean ± std of each scalar metric (`seeds.summary`).
 
 No Trainer checkpoints are written: the best weights are held in memory (a BERT-base is
 ~0.4 GB), and a fine-tuning run is short enough to repeat rather than resume.
@@ -33,13 +36,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from workbench.config import FinetuneConfig
 from workbench.errors import InputError
 from workbench.manifest import atomic_output_dir, owns_output, scratch_dir, sha256_file, verify_model_dir, write_manifest
 from workbench.tasks.heads import TaskSpec, add_lora, freeze_layers, load_for_finetune, save_crf
 from workbench.tasks.labels import LabelMap, check_labels, infer_label_map
+from workbench.tasks.metrics import mean_std, summarize_runs
 from workbench.tasks.tags import tag_list
 from workbench.vocab.tokenizer import load_tokenizer, unk_report
 
@@ -146,44 +148,51 @@ def _trainer_class():
     return FinetuneTrainer
 
 
-def _eval_callback(evaluate, main: str, patience: int | None, history: list, best: dict):
-    """Scores the valid set after every epoch (and at the end of training if it stopped
-    mid-epoch), keeps the best weights in `best`, stops early after `patience` bad epochs."""
+def _eval_callback(evaluate, main: str, patience: int | None, eval_steps: int | None, history: list, best: dict):
+    """Scores the valid set after every epoch, every `eval_steps` optimizer steps (when set)
+    and at the end of training (if it stopped mid-epoch); keeps the best evaluation's weights
+    in `best` (ties: the earlier); stops early after `patience` evaluations without a better one."""
     from transformers import TrainerCallback
 
-    class EvalEachEpoch(TrainerCallback):
+    class EvaluateValid(TrainerCallback):
         bad = 0
         last_step = -1
 
         def _evaluate(self, state, control, model):
+            if self.last_step == state.global_step:
+                return  # this step is scored already (an epoch end on a multiple of eval_steps)
             self.last_step = state.global_step
             metrics = evaluate(model)
             value = metrics[main]
-            history.append({"epoch": round(state.epoch or 0, 3), "step": state.global_step, main: value,
+            epoch = round(state.epoch or 0, 3)
+            history.append({"epoch": epoch, "step": state.global_step, main: value,
                             "train_loss": next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)})
             log.info("finetune: epoch %.2f step %d valid %s = %.4f", state.epoch or 0, state.global_step, main, value)
             if best.get("value") is None or value > best["value"]:
-                best.update(value=value, epoch=state.epoch, step=state.global_step, metrics=metrics,
+                best.update(value=value, epoch=epoch, step=state.global_step, metrics=metrics,
                             state={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
                 self.bad = 0
             else:
                 self.bad += 1
                 if patience is not None and self.bad >= patience:
-                    log.info("finetune: no better valid %s for %d epoch(s): stopping early", main, self.bad)
+                    log.info("finetune: no better valid %s for %d evaluation(s): stopping early", main, self.bad)
                     control.should_training_stop = True
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if eval_steps and state.global_step % eval_steps == 0:
+                self._evaluate(state, control, model)
 
         def on_epoch_end(self, args, state, control, model=None, **kwargs):
             self._evaluate(state, control, model)
 
         def on_train_end(self, args, state, control, model=None, **kwargs):
-            if self.last_step != state.global_step:
-                self._evaluate(state, control, model)
+            self._evaluate(state, control, model)
 
-    return EvalEachEpoch()
+    return EvaluateValid()
 
 
 def train_one(cfg: FinetuneConfig, spec: TaskSpec, tok, feats: list[dict], valid: list, seed: int, work: Path):
-    """(model with the best epoch's weights, crf or None, history, best) for one seed."""
+    """(model with the best evaluation's weights, crf or None, history, best) for one seed."""
     import torch
     from transformers import TrainingArguments, set_seed
 
@@ -232,7 +241,7 @@ def train_one(cfg: FinetuneConfig, spec: TaskSpec, tok, feats: list[dict], valid
     history: list[dict] = []
     best: dict[str, Any] = {}
     evaluate = lambda m: evaluate_records(m, crf_of(m), tok, spec, valid, batch_size=cfg.eval_batch_size)[0]  # noqa: E731
-    callback = _eval_callback(evaluate, cfg.main_metric(), cfg.early_stopping_patience, history, best)
+    callback = _eval_callback(evaluate, cfg.main_metric(), cfg.early_stopping_patience, cfg.eval_steps, history, best)
     trainer = _trainer_class()(
         model=model, args=args, train_dataset=feats, data_collator=lambda b: pad_batch(b, tok.pad_token_id),
         callbacks=[callback], crf_lr=cfg.crf_lr)
@@ -246,12 +255,6 @@ def train_one(cfg: FinetuneConfig, spec: TaskSpec, tok, feats: list[dict], valid
 
 
 # --------------------------------------------------------------------------- 4. outputs
-def _mean_std(values: list[float]) -> dict:
-    arr = np.asarray(values, dtype=np.float64)
-    return {"values": [float(v) for v in arr], "mean": float(arr.mean()),
-            "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0}
-
-
 def _input_entry(name: str, path: str | None) -> dict | None:
     if not path:
         return None
@@ -317,11 +320,13 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
     chosen = None
     with scratch_dir(cfg.output_path()) as work:  # Trainer's scratch; swept if the run is killed
         for seed in seeds:
+            seed_started = time.time()
             model, crf, history, best = train_one(cfg, spec, tok, feats, valid, seed, Path(work))
-            valid_m = best.pop("metrics")  # the best epoch's full valid metrics, from the callback
+            valid_m = best.pop("metrics")  # the best evaluation's full valid metrics, from the callback
             test_m = evaluate_records(model, crf, tok, spec, test, batch_size=cfg.eval_batch_size)[0] if test else None
-            runs.append({"seed": seed, "best_epoch": best["epoch"], "best_step": best["step"], "valid": valid_m,
-                         "test": test_m, "history": history})
+            runs.append({"seed": seed, "best_epoch": best["epoch"], "best_step": best["step"],
+                         "steps": history[-1]["step"], "wall_s": round(time.time() - seed_started, 2),
+                         "valid": valid_m, "test": test_m, "history": history})
             if chosen is None or valid_m[main] > chosen[1]["valid"][main]:
                 chosen = ((model, crf), runs[-1])
             else:
@@ -330,6 +335,7 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
 
     metrics: dict[str, Any] = {
         "task": cfg.task, "metric": main, "seed": best_run["seed"], "best_epoch": best_run["best_epoch"],
+        "best_step": best_run["best_step"],
         "valid": best_run["valid"], "test": best_run["test"],
         "history": {str(r["seed"]): r["history"] for r in runs},
         "label_map": {"labels": list(lm.labels), "counts": lm.counts},
@@ -341,11 +347,17 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
         metrics["tags"] = spec.tags
         metrics["repairs"] = {k: v for k, v in (("train", train_info), ("valid", valid_info), ("test", test_info)) if v}
     if len(seeds) > 1:
-        metrics["seeds"] = {"seeds": seeds, f"valid_{main}": _mean_std([r["valid"][main] for r in runs])}
+        # For paired comparisons by seed: every seed's full valid/test metrics (the same dicts
+        # as `valid`/`test` above, per-class tables and confusion matrices included: a few
+        # numbers per label), and mean ± sample std of every scalar metric.
+        metrics["seeds"] = {"seeds": seeds, f"valid_{main}": mean_std([r["valid"][main] for r in runs])}
         if test:
-            metrics["seeds"][f"test_{main}"] = _mean_std([r["test"][main] for r in runs])
+            metrics["seeds"][f"test_{main}"] = mean_std([r["test"][main] for r in runs])
         metrics["seeds"]["per_seed"] = [{"seed": r["seed"], "valid": r["valid"][main],
                                          "test": r["test"][main] if r["test"] else None} for r in runs]
+        metrics["seeds"]["runs"] = [{k: v for k, v in r.items() if k != "history"} for r in runs]
+        metrics["seeds"]["summary"] = {"valid": summarize_runs([r["valid"] for r in runs]),
+                                       "test": summarize_runs([r["test"] for r in runs]) if test else None}
 
     # 4. Output, atomically.
     out = cfg.output_path()

@@ -134,6 +134,27 @@ def tagging_metrics(y_true: Sequence[Sequence[str]], y_pred: Sequence[Sequence[s
     }
 
 
+# --------------------------------------------------------------------------- across runs
+def mean_std(values: Sequence[float]) -> dict:
+    """{"values", "mean", "std"} of runs (e.g. seeds); std is the sample std (ddof=1), 0 for one run."""
+    arr = np.asarray(values, dtype=np.float64)
+    return {"values": [float(v) for v in arr], "mean": float(arr.mean()),
+            "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0}
+
+
+def summarize_runs(runs: Sequence[dict], skip: Sequence[str] = ("n", "threshold")) -> dict:
+    """mean_std of every top-level scalar metric shared by all `runs` (metric dicts of one
+    split, e.g. each seed's valid metrics): accuracy, macro_f1, f1, ... Counts and settings
+    (`skip`) and nested tables (per_class, per_type, confusion_matrix) are left out."""
+    def scalar(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if not runs:
+        return {}
+    keys = [k for k, v in runs[0].items() if k not in skip and scalar(v) and all(scalar(r.get(k)) for r in runs)]
+    return {k: mean_std([r[k] for r in runs]) for k in keys}
+
+
 def format_table(per_class: dict[str, dict[str, float]]) -> str:
     """A plain-text P/R/F1/support table (for logs and the model card)."""
     width = max([len(k) for k in per_class] + [5])
