@@ -21,9 +21,11 @@ def split_index(text: str, seed: int, valid_fraction: float, test_fraction: floa
     (hash < 0.02) when prepare splits it again with the same seed."""
     key = seed.to_bytes(8, "little", signed=True) + purpose.encode("utf-8")[:56]
     digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8, key=key).digest()
-    u = int.from_bytes(digest, "little") / 2.0**64
-    if u < valid_fraction:
+    u = int.from_bytes(digest, "little") / 2.0**64  # in [0, 1]: digests near 2**64 round to 1.0
+    # Fractions adding up to 1 hold every document out (a set to evaluate on, train empty),
+    # including the rare u == 1.0 (and a sum like 0.7 + 0.2 + ... rounding just below 1).
+    if u < valid_fraction or valid_fraction >= 1.0 - 1e-9:
         return 1
-    if u < valid_fraction + test_fraction:
+    if u < valid_fraction + test_fraction or valid_fraction + test_fraction >= 1.0 - 1e-9:
         return 2
     return 0

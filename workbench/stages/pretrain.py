@@ -26,7 +26,9 @@ right before the Trainer iterates the DataLoader) plus the batches collated sinc
 DataLoader workers, batch i of a pass is collated by worker i % workers (the DataLoader
 hands batches out round-robin), which gives the same numbers.
 Evaluation uses its own stream, restarted at every evaluation, so every evaluation sees the
-same masks and eval losses are comparable across steps and runs.
+same masks and eval losses are comparable across steps and runs. `workbench evaluate` scores
+any masked LM with the same collator (``eval_mask_collator``), so its masks on a segment
+output are the ones pretrain's evaluation drew (same seed, masking and batch_size).
 
 DeepSpeed lives only in its JSON config (configs/deepspeed/), handed to TrainingArguments.
 """
@@ -84,6 +86,29 @@ class StepSeededCollator:
         self.calls += 1
         self.inner.reseed(self.seed, self.stream, self.rank, index)
         return self.inner(examples)
+
+
+def eval_mask_collator(masking, tok, seed: int, rank: int = 0) -> StepSeededCollator:
+    """The evaluation collator: masks drawn from (seed, EVAL_STREAM, rank, batch number), the
+    batch number restarting at 0 for every evaluation (``start_pass(0)``). Pretrain's own
+    evaluation and `workbench evaluate` (MLM scoring) both build it here, so the same blocks,
+    batch size, masking and seed give the same masked positions and replacement tokens."""
+    return StepSeededCollator(MaskingCollator(masking, tok, seed=seed), seed, EVAL_STREAM, rank)
+
+
+def check_blocks_vocab(in_dir: Path, upstream: dict, model: str, tok, *, needed_by: str) -> str:
+    """The vocabulary hash of `tok` (model `model`), which must be the one the blocks in the
+    segment output `in_dir` (manifest `upstream`) were made with; else StageInputError."""
+    data_vocab = (upstream.get("tokenizer") or {}).get("vocab_sha256")
+    model_vocab = vocab_fingerprint(tok)
+    if data_vocab != model_vocab:
+        raise StageInputError(
+            f"{needed_by}: the blocks in {in_dir} were made with another vocabulary than model '{model}'\n"
+            f"  segment tokenizer: {(upstream.get('tokenizer') or {}).get('model')} (vocab sha256 {data_vocab})\n"
+            f"  model tokenizer:   {model} (vocab sha256 {model_vocab})\n"
+            f"  fix: re-run `workbench segment model={model} ...` so the ids match this model, "
+            "or point model= at the model segment used")
+    return model_vocab
 
 
 def _trainer_classes():
@@ -248,7 +273,6 @@ def run(cfg: PretrainConfig, *, callbacks: list | None = None) -> dict[str, Any]
 
 
 def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
-    import datasets
     import torch
     from transformers import EarlyStoppingCallback, TrainingArguments
 
@@ -260,15 +284,7 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
     tok = load_tokenizer(cfg.model, needed_by="pretrain")
     # The model learns text folded by prepare; its saved tokenizer folds raw text the same way.
     tok = install_char_map(tok, (upstream.get("tokenizer") or {}).get("char_map") or {})
-    data_vocab = (upstream.get("tokenizer") or {}).get("vocab_sha256")
-    model_vocab = vocab_fingerprint(tok)
-    if data_vocab != model_vocab:
-        raise StageInputError(
-            f"pretrain: the blocks in {in_dir} were made with another vocabulary than model '{cfg.model}'\n"
-            f"  segment tokenizer: {(upstream.get('tokenizer') or {}).get('model')} (vocab sha256 {data_vocab})\n"
-            f"  model tokenizer:   {cfg.model} (vocab sha256 {model_vocab})\n"
-            f"  fix: re-run `workbench segment model={cfg.model} ...` so the ids match this model, "
-            "or point model= at the model segment used")
+    model_vocab = check_blocks_vocab(in_dir, upstream, cfg.model, tok, needed_by="pretrain")
     if cfg.deepspeed:
         check_deepspeed_config(cfg.deepspeed, needed_by="pretrain")  # before the (slow) model load
     dd = load_stage_dataset(in_dir, needed_by="pretrain")
@@ -346,8 +362,7 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
     MLMTrainer, CollatorPass = _trainer_classes()
     train_collator = StepSeededCollator(MaskingCollator(cfg.masking, tok, seed=cfg.seed), cfg.seed, TRAIN_STREAM,
                                         args.process_index)
-    eval_collator = StepSeededCollator(MaskingCollator(cfg.masking, tok, seed=cfg.seed), cfg.seed, EVAL_STREAM,
-                                       args.process_index)
+    eval_collator = eval_mask_collator(cfg.masking, tok, cfg.seed, args.process_index)
     all_callbacks = [CollatorPass(train_collator), *(callbacks or [])]
     if early:
         all_callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))

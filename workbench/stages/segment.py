@@ -136,6 +136,9 @@ def run(cfg: SegmentConfig) -> dict[str, Any]:
         cache.mkdir()
         out = {}
         for name, ds in dd.items():
+            if len(ds) == 0:  # e.g. train of an all-valid set: map would return it with no columns at all
+                out[name] = datasets.Dataset.from_dict({k: [] for k in encoder.features}, features=encoder.features)
+                continue
             out[name] = ds.with_format("arrow").map(
                 encoder, batched=True, batch_size=cfg.batch_size, with_indices=True,
                 num_proc=cfg.num_proc if cfg.num_proc > 1 and len(ds) > cfg.batch_size else None,
