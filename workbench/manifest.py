@@ -187,7 +187,7 @@ def _normalise_modes(directory: Path) -> None:
 
 
 # --------------------------------------------------------------------------- ownership
-def _resolved(path: str | Path) -> Path:
+def resolved_path(path: str | Path) -> Path:
     return Path(os.path.abspath(os.path.expanduser(str(path)))).resolve()
 
 
@@ -235,9 +235,9 @@ def check_output_target(final: str | Path, *, stage: str | None, inputs: Iterabl
       without a manifest such as pretrain's checkpoints).
     Raises OutputRefusedError naming both paths and the fix."""
     final = Path(final)
-    target = _resolved(final)
+    target = resolved_path(final)
     for inp in inputs:
-        src = _resolved(inp)
+        src = resolved_path(inp)
         if target == src:
             raise OutputRefusedError(f"output {final} is also an input of this stage; writing it would destroy the "
                                      "input.\n  fix: choose another output= (e.g. a new directory under runs/)")
@@ -287,8 +287,8 @@ def check_output_target(final: str | Path, *, stage: str | None, inputs: Iterabl
             "  fix: choose another output= (the stage creates it), or move that directory away yourself")
 
 
-# One lock per output path held by this process: path → [FileLock, depth].
-_HELD: dict[Path, list] = {}
+# Outputs this process holds (claim_output is re-entrant: an inner claim of a held output is a no-op).
+_HELD: set[Path] = set()
 
 
 def _rank() -> int:
@@ -348,7 +348,7 @@ def _sweep(final: Path) -> None:
             log.warning("restored %s from %s (a run was killed while swapping it)", final, olds[-1].name)
         if not junk:
             return
-    size = sum(_tree_size(p) for p in junk)
+    size = sum(tree_size(p) for p in junk)
     for p in junk:
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
@@ -357,7 +357,7 @@ def _sweep(final: Path) -> None:
     log.warning("swept %d leftover(s) of interrupted runs beside %s (%.1f MB)", len(junk), final, size / 1e6)
 
 
-def _tree_size(p: Path) -> int:
+def tree_size(p: Path) -> int:
     if p.is_file():
         return p.stat().st_size
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file() and not f.is_symlink())
@@ -372,22 +372,35 @@ def claim_output(final: str | Path, *, stage: str | None, inputs: Iterable[str |
     run fails at once with OutputBusyError naming the holder's pid and command), then sweeps
     the leftovers of dead runs. Re-entrant within a process; under a distributed launcher
     only rank 0 locks (the other ranks write nothing)."""
-    import filelock
-
     final = Path(final)
-    key = _resolved(final)
+    key = resolved_path(final)
     if key in _HELD:
-        _HELD[key][1] += 1
-        try:
-            yield final
-        finally:
-            _HELD[key][1] -= 1
+        yield final
         return
     inputs = list(inputs)
     check_output_target(final, stage=stage, inputs=inputs, stages=stages, is_own=is_own)
     if _rank() != 0:
         yield final
         return
+    _HELD.add(key)
+    try:
+        with hold_lock(final, stage):
+            # Re-check under the lock: another run may have replaced `final` meanwhile.
+            check_output_target(final, stage=stage, inputs=inputs, stages=stages, is_own=is_own)
+            _sweep(final)
+            yield final
+    finally:
+        _HELD.discard(key)
+
+
+@contextlib.contextmanager
+def hold_lock(final: str | Path, stage: str | None) -> Iterator[None]:
+    """The OS lock beside `final` (`.<name>.lock`, via filelock) for the block, with the
+    holder's pid, host, stage and redacted command in `.<name>.lock.json`; a second holder
+    fails at once with OutputBusyError naming the first. Released when the process dies."""
+    import filelock
+
+    final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     lock_file, info_file = _lock_paths(final)
     lock = filelock.FileLock(str(lock_file))
@@ -400,19 +413,14 @@ def claim_output(final: str | Path, *, stage: str | None, inputs: Iterable[str |
             f"{' on ' + holder['host'] if holder.get('host') else ''}, started {holder.get('started', '?')}, "
             f"command: {holder.get('command', '?')}\n"
             "  fix: wait for that run to finish (or stop it), or choose another output=") from None
-    _HELD[key] = [lock, 1]
     try:
         tmp_info = info_file.with_name(info_file.name + f".{os.getpid()}")
         tmp_info.write_text(json.dumps({
             "pid": os.getpid(), "host": platform.node(), "stage": stage, "command": redacted_command(),
             "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}) + "\n", encoding="utf-8")
         tmp_info.replace(info_file)
-        # Re-check under the lock: another run may have replaced `final` meanwhile.
-        check_output_target(final, stage=stage, inputs=inputs, stages=stages, is_own=is_own)
-        _sweep(final)
-        yield final
+        yield
     finally:
-        del _HELD[key]
         info_file.unlink(missing_ok=True)
         lock.release()
 
@@ -431,9 +439,12 @@ def owns_output(stage: str, *, extra_inputs: Callable[[Any], Iterable[str | Path
     return wrap
 
 
-def load_stage_dataset(directory: str | Path, *, needed_by: str, subdir: str = "dataset"):
+def load_stage_dataset(directory: str | Path, *, needed_by: str, manifest: dict[str, Any] | None = None,
+                       subdir: str = "dataset"):
     """``datasets.load_from_disk(directory/subdir)`` with a clear error instead of a
-    traceback when the Arrow files cannot be read (truncated, replaced, wrong format)."""
+    traceback when the Arrow files cannot be read (truncated, replaced, wrong format), and
+    its row counts checked against `manifest` (the one ``require_stage_output`` returned;
+    read here when not given)."""
     import datasets
 
     path = Path(directory) / subdir
@@ -444,7 +455,7 @@ def load_stage_dataset(directory: str | Path, *, needed_by: str, subdir: str = "
             f"{needed_by}: cannot read the dataset in {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             f"\n  fix: re-run the stage that wrote {directory} (the files are damaged or incomplete)") from None
     # Row counts against the writer's: prepare records documents per split, segment blocks.
-    manifest = read_manifest(directory) or {}
+    manifest = manifest if manifest is not None else (read_manifest(directory) or {})
     counts = manifest.get("counts") or {}
     recorded = counts.get("splits") or counts.get("blocks")
     if isinstance(recorded, dict) and hasattr(dd, "items"):
@@ -494,11 +505,6 @@ def file_records(directory: Path, exclude: tuple[str, ...] = (MANIFEST,)) -> dic
                 rec["sample_sha256"] = _sample_sha256(p, size)
             out[rel] = rec
     return out
-
-
-def output_hashes(directory: Path, exclude: tuple[str, ...] = (MANIFEST,)) -> dict[str, str]:
-    """sha256 of every file under `directory` (relative posix path → hex)."""
-    return {rel: rec["sha256"] for rel, rec in file_records(directory, exclude).items()}
 
 
 def redact(value: Any) -> Any:
@@ -674,11 +680,14 @@ def accept_changes(directory: str | Path, reason: str) -> dict[str, Any]:
     manifest = read_manifest(directory)
     if manifest is None:
         raise StageInputError(f"verify: {directory} has no {MANIFEST}; only a workbench stage output can be accepted")
-    problems = output_problems(directory, manifest, full=True)
     old_files = manifest.get("files") or {rel: {"sha256": h} for rel, h in (manifest.get("outputs") or {}).items()}
-    new_files = file_records(directory)
+    new_files = file_records(directory)  # every file hashed once, in full
     changed = sorted(rel for rel in set(old_files) | set(new_files)
                      if old_files.get(rel, {}).get("sha256") != new_files.get(rel, {}).get("sha256"))
+    problems = ([f"{MANIFEST} was edited after the stage wrote it (its checksum does not match)"]
+                if "seal" in manifest and manifest["seal"] != seal(manifest) else [])
+    problems += [f"{rel}: {'missing' if rel not in new_files else 'added' if rel not in old_files else 'changed'}"
+                 for rel in changed]
     entry = {"when": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
              "user": os.environ.get("USER") or os.environ.get("USERNAME") or str(os.getuid()),
              "reason": reason, "changed": changed, "problems": problems}

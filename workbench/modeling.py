@@ -9,6 +9,7 @@ steps; that is reported loudly and recorded in the manifest.
 from __future__ import annotations
 
 import logging
+import functools
 import os
 import re
 from pathlib import Path, PurePath
@@ -104,6 +105,7 @@ def _hub_cached(repo_id: str) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=None)  # tokenizer and model loads of one stage ask once, not twice
 def _hub_unreachable(repo_id: str) -> str | None:
     """None when the hub answers about `repo_id` (even "not found": from_pretrained then says so
     at once), else why not. One HEAD request, no retries, a short timeout."""

@@ -19,16 +19,10 @@ from typing import Any
 
 from workbench.config import CleanupConfig
 from workbench.errors import OutputBusyError, StageInputError
-from workbench.manifest import claim_output, leftovers
+from workbench.manifest import claim_output, leftovers, tree_size
 
 # .<name>.tmp-<pid>-<hex> / .<name>.old-[<pid>-]<hex>
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-[0-9a-f-]+$")
-
-
-def _size(p: Path) -> int:
-    if p.is_file():
-        return p.stat().st_size
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file() and not f.is_symlink())
 
 
 def run(cfg: CleanupConfig) -> dict[str, Any]:
@@ -44,7 +38,7 @@ def run(cfg: CleanupConfig) -> dict[str, Any]:
         junk = leftovers(final)
         if not junk:
             continue
-        size = sum(_size(p) for p in junk)
+        size = sum(tree_size(p) for p in junk)
         if cfg.dry_run:
             removed += junk
             total += size

@@ -38,17 +38,14 @@ must stay aligned.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import logging
-import os
-import re
 import secrets
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from workbench.config import DesensitiseConfig, ReadConfig
 from workbench.corpus.desensitise import (
@@ -60,13 +57,14 @@ from workbench.corpus.desensitise import (
     write_key_temp,
 )
 from workbench.corpus.readers import detect_format, expand_inputs, read_file, sniff_encoding
-from workbench.errors import ConfigError, InputError, OutputBusyError, OutputRefusedError, StageInputError
+from workbench.errors import InputError, OutputRefusedError, StageInputError
 from workbench.manifest import (
     atomic_output_dir,
     claim_output,
     config_inputs,
+    hold_lock,
     read_manifest,
-    redacted_command,
+    resolved_path,
     sha256_file,
     write_manifest,
 )
@@ -137,16 +135,12 @@ def _text_values(path: Path, r, text_fields: list[str]) -> list[str | None]:
 
 
 # --------------------------------------------------------------------------- key file
-def _resolved(path: str | Path) -> Path:
-    return Path(os.path.abspath(os.path.expanduser(str(path)))).resolve()
-
-
 def _check_key_target(key_path: Path, inputs: list[Path]) -> None:
     """The key must not be, or lie inside, an input (the corpus, a lexicon, a config ...),
     and must be a plain file path."""
-    k = _resolved(key_path)
+    k = resolved_path(key_path)
     for inp in inputs:
-        src = _resolved(inp)
+        src = resolved_path(inp)
         if k == src:
             raise OutputRefusedError(
                 f"key_file {key_path} is also an input of this stage ({inp}); writing the key would overwrite it.\n"
@@ -212,46 +206,19 @@ def _own_key(key_path: Path, out_dir: Path) -> str | None:
         "delete or move it yourself")
 
 
-@contextlib.contextmanager
-def _key_lock(key_path: Path) -> Iterator[None]:
-    """One writer per key file (two outputs configured with the same key_file)."""
-    import filelock
-
-    key_path.parent.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(str(key_path.parent / f".{key_path.name}.lock"))
-    try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        raise OutputBusyError(f"key_file {key_path} is being written by another desensitise run.\n"
-                              "  fix: wait for it to finish, or choose another key_file=") from None
-    try:
-        yield
-    finally:
-        lock.release()
-
-
 # --------------------------------------------------------------------------- stage
-def _check_command_is_redacted() -> None:
-    """The command line is recorded (manifest, lock file) with `key_seed=<secret>`; refuse to
-    start when some spelling of the seed would survive that redaction (belt and braces)."""
-    if re.search(r"key_seed\s*=\s*(?!<secret>)", redacted_command()):
-        raise ConfigError(["key_seed: write it as `key_seed=N` (or `desensitise.key_seed=N`, or in the YAML file) "
-                           "without spaces around `=`: this spelling would be recorded unredacted in the manifest"])
-
-
 def run(cfg: DesensitiseConfig) -> dict[str, Any]:
     started = time.time()
-    _check_command_is_redacted()
     files = expand_inputs(cfg.input)
     out_dir, key_path = cfg.output_path(), cfg.key_path()
     inputs = [*config_inputs(cfg), *files]
     _check_key_target(key_path, inputs)
-    with claim_output(out_dir, stage="desensitise", inputs=inputs), _key_lock(key_path):
+    with claim_output(out_dir, stage="desensitise", inputs=inputs), hold_lock(key_path, "desensitise"):
         _finish_interrupted_key(key_path, out_dir)
         replaces = _own_key(key_path, out_dir)
         old_key = _recorded_key(out_dir).get("path")
         manifest, rows_in, tokens, n_units = _desensitise(cfg, files, out_dir, key_path, inputs, replaces, started)
-    if old_key and _resolved(old_key) != _resolved(key_path) and Path(old_key).is_file():
+    if old_key and resolved_path(old_key) != resolved_path(key_path) and Path(old_key).is_file():
         log.warning("desensitise: the key of the replaced output is still at %s and decodes nothing now; "
                     "delete it (the new key is %s)", old_key, key_path)
     clear = manifest["clear_fields"]

@@ -230,7 +230,7 @@ def score_mlm(cfg: EvaluateConfig) -> dict[str, Any]:
     tok = load_tokenizer(cfg.model, needed_by="evaluate")
     tok = install_char_map(tok, (upstream.get("tokenizer") or {}).get("char_map") or {})  # as pretrain does
     vocab = check_blocks_vocab(in_dir, upstream, cfg.model, tok, needed_by="evaluate")
-    blocks = _split_blocks(load_stage_dataset(in_dir, needed_by="evaluate"), cfg.split, in_dir)
+    blocks = _split_blocks(load_stage_dataset(in_dir, needed_by="evaluate", manifest=upstream), cfg.split, in_dir)
     if cfg.max_blocks is not None and cfg.max_blocks < len(blocks):
         blocks = blocks.select(range(cfg.max_blocks))
     model = _load_masked_lm_with_head(cfg.model)

@@ -48,8 +48,8 @@ def run(cfg: ExtendVocabConfig) -> dict[str, Any]:
     started = time.time()
     # 1. Inputs: a prepared corpus, the model and its tokenizer.
     in_dir = cfg.input_path()
-    require_stage_output(in_dir, "prepare", needed_by="extend-vocab")
-    dd = load_stage_dataset(in_dir, needed_by="extend-vocab")
+    upstream = require_stage_output(in_dir, "prepare", needed_by="extend-vocab")
+    dd = load_stage_dataset(in_dir, needed_by="extend-vocab", manifest=upstream)
     if "train" not in dd or len(dd["train"]) == 0:
         raise StageInputError(f"extend-vocab: the prepared dataset in {in_dir} has no train documents to count; "
                               "re-run prepare with more text")

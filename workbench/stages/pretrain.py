@@ -287,7 +287,7 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
     model_vocab = check_blocks_vocab(in_dir, upstream, cfg.model, tok, needed_by="pretrain")
     if cfg.deepspeed:
         check_deepspeed_config(cfg.deepspeed, needed_by="pretrain")  # before the (slow) model load
-    dd = load_stage_dataset(in_dir, needed_by="pretrain")
+    dd = load_stage_dataset(in_dir, needed_by="pretrain", manifest=upstream)
     if "train" not in dd or len(dd["train"]) == 0:
         raise StageInputError(f"pretrain: {in_dir}/dataset has no train blocks; re-run prepare/segment with more text")
     train_ds = dd["train"]

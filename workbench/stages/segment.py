@@ -103,7 +103,7 @@ def run(cfg: SegmentConfig) -> dict[str, Any]:
     started = time.time()
     in_dir = cfg.input_path()
     upstream = require_stage_output(in_dir, "prepare", needed_by="segment")
-    dd = load_stage_dataset(in_dir, needed_by="segment")
+    dd = load_stage_dataset(in_dir, needed_by="segment", manifest=upstream)
     n_docs = {name: len(d) for name, d in dd.items()}
     if sum(n_docs.values()) == 0:
         raise StageInputError(f"segment: the prepared dataset in {in_dir} has no documents "

@@ -55,7 +55,7 @@ def run(cfg: VocabConfig) -> dict[str, Any]:
     started = time.time()
     in_dir = cfg.input_path()
     upstream = require_stage_output(in_dir, "prepare", needed_by="vocab")
-    dd = load_stage_dataset(in_dir, needed_by="vocab")
+    dd = load_stage_dataset(in_dir, needed_by="vocab", manifest=upstream)
     if "train" not in dd or len(dd["train"]) == 0:
         raise StageInputError(f"vocab: the prepared dataset in {in_dir} has no train documents "
                               f"(prepare kept {upstream['counts'].get('kept', '?')} of "
