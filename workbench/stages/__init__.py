@@ -24,6 +24,7 @@ RUNNERS = {
     "report": "workbench.report.run_report:run",
     "verify": "workbench.stages.verify:run",
     "clean": "workbench.stages.clean:run",
+    "experiment": "workbench.stages.experiment:run",
 }
 
 

@@ -1,0 +1,185 @@
+"""experiment: arms x seeds through the real stages, one table; resumes without recomputing.
+
+configs/experiment/demo.yaml is run end to end (2 arms x 2 seeds) on the demo data built by
+`demo-data` (real reviews, real People's Daily text) and a tiny 2 x 32 BERT, with only the
+budget numbers and paths overridden. An interrupted run continues: the cells that finished
+are reused (same files, not recomputed), and the table has the same shape.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from finetune_fixtures import one_thread, tiny_model  # noqa: F401  (one_thread: autouse fixture)
+from workbench.config import load_stage_config
+from workbench.errors import ConfigError
+from workbench.report.paired import paired_interval, verdict
+
+CONFIG = REPO / "configs" / "experiment" / "demo.yaml"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    """Demo data (400 reviews) with the general text cut to its first 600 lines, and a tiny base."""
+    from workbench.stages.demo_data import run as demo_data
+
+    root = tmp_path_factory.mktemp("exp")
+    data = root / "demo"
+    demo_data(load_stage_config("demo-data", None, [f"output={data}", "max_reviews=400"]))
+    pd = data / "peoples_daily.txt"
+    pd.write_text("".join(pd.read_text(encoding="utf-8").splitlines(keepends=True)[:600]), encoding="utf-8")
+    for name in ("train.txt", "dev.txt", "test.txt"):  # the first ~400 lines of each, whole sentences
+        f = data / "ner" / name
+        text = f.read_text(encoding="utf-8")
+        f.write_text(text[:text.index("\n\n", len("".join(text.splitlines(keepends=True)[:400]))) + 2],
+                     encoding="utf-8")
+    texts = [line for f in (pd, data / "reviews" / "train.tsv", data / "reviews" / "dev.tsv",
+                            data / "reviews" / "test.tsv") for line in f.read_text(encoding="utf-8").splitlines()]
+    tiny_model(root / "base", texts)
+    return root
+
+
+def _cfg(root: Path, run: Path, *extra: str):
+    d = root / "demo"
+    return load_stage_config("experiment", CONFIG, [
+        f"run={run}", f"base={root / 'base'}",
+        f"corpora.domain.input=[{d / 'reviews' / 'train.tsv'}]", f"corpora.general.input=[{d / 'peoples_daily.txt'}]",
+        f"finetune.train={d / 'reviews' / 'train.tsv'}", f"finetune.valid={d / 'reviews' / 'dev.tsv'}",
+        f"finetune.test={d / 'reviews' / 'test.tsv'}",
+        "pretrain.max_steps=6", "pretrain.eval_steps=3", "pretrain.save_steps=3", "pretrain.batch_size=8",
+        "finetune.max_steps=8", "finetune.eval_steps=4", "finetune.batch_size=16", "mlm_blocks=20", *extra])
+
+
+def _mtimes(run: Path) -> dict[str, int]:
+    return {str(p.relative_to(run)): p.stat().st_mtime_ns for p in run.rglob("manifest.json")
+            if "experiment" not in p.parts}
+
+
+def test_help_lists_the_arms(capsys):
+    from workbench.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["experiment", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for word in ("general_more", "whole_word", "entity_ngram", "pretrain_seeds", "probe.every", "forgetting"):
+        assert word in out
+
+
+@pytest.mark.slow
+def test_two_arms_two_seeds_end_to_end_and_an_interrupted_run_resumes(demo, tmp_path, monkeypatch):
+    from workbench import stages
+    from workbench.stages.experiment import run
+
+    run_dir = tmp_path / "run"
+    ner = demo / "demo" / "ner"
+    cfg = _cfg(demo, run_dir, "probe.every=3", "probe.train_size=100", "probe.valid_size=30",
+               f"forgetting={{task: tagging, train: {ner / 'train.txt'}, valid: {ner / 'dev.txt'}, "
+               f"test: {ner / 'test.txt'}, max_length: 32, max_steps: 4, batch_size: 16}}")
+
+    # 1. Interrupt: the 5th fine-tune (whole_word, seed 0) dies, after prepare/segment, the
+    # base's MLM scoring, the `none` fine-tunes (task and forgetting), the whole_word pretrain,
+    # its MLM scoring and its probes.
+    real = stages.get_runner
+    calls = {"finetune": 0}
+
+    def dying(command):
+        fn = real(command)
+        if command != "finetune":
+            return fn
+
+        def wrapped(c):
+            calls["finetune"] += 1
+            if calls["finetune"] == 5:
+                raise KeyboardInterrupt
+            return fn(c)
+        return wrapped
+
+    monkeypatch.setattr(stages, "get_runner", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg)
+    monkeypatch.setattr(stages, "get_runner", real)
+    assert not (run_dir / "experiment").exists()
+    before = _mtimes(run_dir)
+    finished = {k for k in before if k.startswith(("finetune/", "forgetting/", "corpora/", "mlm/", "arms/"))}
+    assert {"finetune/none-s0/manifest.json", "finetune/none-s1/manifest.json",
+            "arms/whole_word/p0/pretrain/manifest.json", "mlm/whole_word-p0-domain/manifest.json"} <= finished
+    assert "1 / " not in (run_dir / "progress.md").read_text(encoding="utf-8")
+
+    # 2. Resume: what finished is reused (files untouched), the rest runs.
+    manifest = run(cfg)
+    after = _mtimes(run_dir)
+    assert all(after[k] == before[k] for k in finished), "a finished cell was recomputed"
+    assert manifest["counts"]["cells_reused"] == len(finished)
+    assert manifest["counts"]["cells_ran"] == 4  # whole_word's 2 fine-tunes and 2 forgetting fine-tunes
+
+    # 3. The table: 2 arms x 2 seeds, paired differences against none, a verdict.
+    out = run_dir / "experiment"
+    r = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert list(r["arms"]) == ["none", "whole_word"]
+    assert r["metric"] == "accuracy" and r["split"] == "test"
+    for arm in ("none", "whole_word"):
+        cells = r["arms"][arm]["cells"]
+        assert sorted(c["seed"] for c in cells) == [0, 1]
+        assert all(0 <= c["test"]["accuracy"] <= 1 for c in cells)
+        assert r["arms"][arm]["summary"]["n"] == 2
+    vs = r["arms"]["whole_word"]["vs_none"]
+    diffs = [c["test"]["accuracy"] - n["test"]["accuracy"]
+             for c, n in zip(sorted(r["arms"]["whole_word"]["cells"], key=lambda c: c["seed"]),
+                             sorted(r["arms"]["none"]["cells"], key=lambda c: c["seed"]))]
+    assert vs["n"] == 2 and vs["mean"] == pytest.approx(sum(diffs) / 2)
+    if vs["std"] > 0:
+        assert vs["low"] < vs["mean"] < vs["high"]
+    assert r["arms"]["whole_word"]["verdict"] == verdict(vs)
+    assert "vs_none" not in r["arms"]["none"]
+    # Held-out MLM loss before (base) and after, on domain and general text; budget stated.
+    assert set(r["mlm"]) == {"base", "whole_word-p0"}
+    assert set(r["mlm"]["base"]) == {"domain", "general"}
+    assert r["budget"]["tokens"] == 6 * 8 * 128
+    assert r["pretrain"]["whole_word-p0"]["steps"] == 6
+    md = (out / "results.md").read_text(encoding="utf-8")
+    assert "| whole\\_word | domain | 2 |" in md and "vs general_more" in md
+    assert (out / "results.png").stat().st_size > 1000
+    # Probes at steps 0 (the base), 3 and 6, beside the eval loss; the forgetting table.
+    probes = r["probes"]["whole_word-p0"]
+    assert [p["step"] for p in probes] == [0, 3, 6]
+    assert probes[0]["eval_loss"] is None and probes[1]["eval_loss"] is not None
+    assert all(0 <= p["accuracy"] <= 1 and p["train"] == 100 and p["valid"] == 30 for p in probes)
+    f = r["forgetting"]
+    assert f["metric"] == "f1" and list(f["arms"]) == ["none", "whole_word"]
+    assert f["arms"]["whole_word"]["vs_none"]["n"] == 2
+    assert "Forgetting check" in md and "Probes during pretraining" in md
+
+    # 4. A third run reuses every cell.
+    again = run(cfg)
+    assert again["counts"]["cells_ran"] == 0
+
+
+def test_config_errors_name_every_problem(demo, tmp_path):
+    with pytest.raises(ConfigError) as e:
+        _cfg(demo, tmp_path / "r", "arms=[none, whole_wrd, replay, general_more]", "finetune.seed=3",
+             "pretrain.max_stepz=4", "seeds=[1, 1]", "probe.every=10", "finetune.task=tagging")
+    msg = str(e.value)
+    for part in ("did you mean 'whole_word'", "'replay'", "issue 13", "finetune.seed: set per cell",
+                 "pretrain.max_stepz: unknown key", "seeds:", "probe.every"):
+        assert part in msg, (part, msg)
+
+
+def test_paired_intervals_and_verdicts():
+    # diffs 1, 2, 3: mean 2, sd 1, se 1/sqrt(3), t(0.975, 2) = 4.3027
+    iv = paired_interval([0.01, 0.02, 0.03])
+    assert iv["mean"] == pytest.approx(0.02) and iv["std"] == pytest.approx(0.01)
+    assert iv["low"] == pytest.approx(0.02 - 4.302653 * 0.01 / 3 ** 0.5, abs=1e-6)
+    assert iv["high"] == pytest.approx(0.02 + 4.302653 * 0.01 / 3 ** 0.5, abs=1e-6)
+    assert verdict(iv).startswith("no detectable effect") and "≥ 3.1 points" in verdict(iv)  # (4.303 + 1.061) x 0.577 = 3.097
+    assert verdict(paired_interval([0.02, 0.021, 0.019, 0.02])) == "helps"
+    assert verdict(paired_interval([-0.02, -0.021, -0.019])) == "hurts"
+    assert verdict(paired_interval([0.05])).startswith("one pair")
+    assert verdict(paired_interval([0.0, 0.0])) == "no difference at any seed"
+    assert verdict(paired_interval([0.01, 0.01])).startswith("helps (the same 1.0 points")
+    # a wider confidence gives a wider interval
+    assert paired_interval([0.01, 0.03, 0.02], 0.99)["low"] < iv["low"]
