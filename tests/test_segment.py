@@ -325,3 +325,20 @@ def test_discovered_words_segment_desensitised_text(cli, tmp_path, review_lines)
     code, _, err = cli("segment", f"input={tmp_path / 'prepared'}", f"model={tmp_path / 'map'}", "backend=discovered",
                        f"output={tmp_path / 'seg2'}")
     assert code == 2 and "words.json" in err
+
+
+def test_posseg_is_the_default_and_works_with_either_backend():
+    """posseg (the best entity source measured, benchmarks/results/entity_sources.md) is the
+    default; with backend=rjieba it used to crash (rjieba has no lcut), now jieba.posseg cuts
+    and tags for both backends, so the two give the same words and entities."""
+    from workbench.config import SegmentConfig
+    from workbench.segment.segmenter import Segmenter
+
+    cfg = SegmentConfig()
+    assert cfg.posseg is True
+    text = "兰州公交集团明起至8月底三条公交线暂不经过靖远路站，王小明和李华去了白塔山"
+    got = {b: Segmenter(b, [], cfg.entity_pos, True).cut_with_entities(text) for b in ("jieba", "rjieba")}
+    assert got["jieba"] == got["rjieba"]
+    words, types = got["rjieba"]
+    assert "".join(words) == text
+    assert dict(zip(words, types))["王小明"] == "PER"

@@ -235,6 +235,23 @@ class SplitConfig(Section):
         return out
 
 
+class ExcludeConfig(Section):
+    files: list[str] = []
+    """Evaluation files whose text must never be pretrained on (the task's valid/test sets: TSV/CSV with a header, JSONL, CoNLL or one text a line). A document sharing a run of `ngram` characters with one of their texts, or equal to a shorter one, is rejected (reason eval_overlap, with the file and line it matched)."""
+    text_fields: list[str] = ["text", "text_a", "text_b", "sentence", "question", "context"]
+    """Columns / JSON keys read as text from TSV, CSV and JSONL files (every one present)."""
+    ngram: int = 20
+    """Characters in a shared run that count as overlap (after cleaning both sides the same way)."""
+
+    @field_validator("files", mode="before")
+    @classmethod
+    def _files_list(cls, v: Any) -> Any:
+        return _as_list(v)
+
+    def problems(self) -> list[str]:
+        return ["exclude.ngram: must be >= 5"] if self.ngram < 5 else []
+
+
 class PrepareConfig(StageConfig):
     """Clean, deduplicate and split raw corpus files into an Arrow dataset."""
 
@@ -250,6 +267,8 @@ class PrepareConfig(StageConfig):
     """Duplicate removal."""
     split: SplitConfig = SplitConfig()
     """Train/valid/test split."""
+    exclude: ExcludeConfig = ExcludeConfig()
+    """Decontamination: drop documents that contain text of evaluation sets."""
 
     @field_validator("input", mode="before")
     @classmethod
@@ -260,7 +279,7 @@ class PrepareConfig(StageConfig):
         out = []
         if not self.input:
             out.append("input: no corpus given; set prepare.input in the config or pass input=PATH")
-        for section in (self.read, self.clean, self.dedup, self.split):
+        for section in (self.read, self.clean, self.dedup, self.split, self.exclude):
             out += section.problems()
         return out
 
@@ -294,8 +313,8 @@ class SegmentConfig(StageConfig):
     """User lexicons added to the segmenter's dictionary, e.g. [{path: terms.txt, entity_type: DRUG}]."""
     entity_pos: dict[str, str] = {"nr": "PER", "nrfg": "PER", "nrt": "PER", "ns": "LOC", "nt": "ORG", "nz": "MISC"}
     """jieba dict.txt POS tag → entity type; a word with one of these tags is an entity span."""
-    posseg: bool = False
-    """Tag each sentence with jieba.posseg (HMM, finds unseen names) instead of dictionary lookups (~8x slower)."""
+    posseg: bool = True
+    """Entity spans from jieba.posseg (HMM POS tags per sentence; finds unseen names; it also does the cutting, whatever the jieba backend; ignored by backend=discovered) instead of dictionary lookups (false: ~5x faster, fewer entities). The most accurate source measured: benchmarks/results/entity_sources.md."""
     max_seq_length: int = 128
     """Tokens per block, [CLS] and [SEP]s included."""
     pairs: Literal["none", "sop", "nsp"] = "none"
@@ -317,8 +336,8 @@ class SegmentConfig(StageConfig):
             out.append("words: backend=discovered needs the words.json from `remap` (words=vocab_maps/<name>/words.json)")
         if self.words and self.backend != "discovered":
             out.append(f"words is set but backend is '{self.backend}'; use backend=discovered")
-        if self.backend == "discovered" and (self.lexicons or self.posseg):
-            out.append("lexicons / posseg are jieba options; backend=discovered cuts id text with discovered words only")
+        if self.backend == "discovered" and self.lexicons:
+            out.append("lexicons are a jieba option; backend=discovered cuts id text with discovered words only")
         return out
 
 

@@ -100,6 +100,15 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
     log.info("prepare: %d file(s), %.1f MB → %s", len(files), total_bytes / 1e6, out_dir)
 
     cleaner = Cleaner(cfg.clean)
+    contamination = None
+    if cfg.exclude.files:
+        from workbench.corpus.exclude import Contamination
+
+        eval_cleaner = Cleaner(cfg.clean)  # the corpus's cleaning, its own counts
+        contamination = Contamination(cfg.exclude.files, cfg.exclude.text_fields, cfg.exclude.ngram,
+                                      lambda t: eval_cleaner.clean(t)[0])
+        log.info("prepare: excluding text of %d evaluation texts from %d file(s) (%d-char overlap)",
+                 contamination.texts, len(cfg.exclude.files), cfg.exclude.ngram)
     counts: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     file_stats = []
@@ -139,6 +148,12 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
                                   "low_cjk_ratio": f"CJK share below clean.min_cjk_ratio={cfg.clean.min_cjk_ratio}"}[reason]
                         reject(r, reason, detail, r.text)
                         continue
+                    if contamination is not None:
+                        hit = contamination.match(text)
+                        if hit is not None:
+                            reject(r, "eval_overlap", f"shares text with evaluation data {hit} "
+                                   f"(prepare.exclude)", r.text)
+                            continue
                     fingerprints.add(text)
                     split = split_index(text, cfg.seed, cfg.split.valid_fraction, cfg.split.test_fraction)
                     candidates.add(text=text, source=r.source, row=r.row, line=r.line, file_idx=file_idx, split=split,
