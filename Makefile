@@ -20,7 +20,7 @@ WB := $(VENV)/bin/workbench
 STAMP := $(VENV)/.installed
 DEMO_DATA := corpora/demo/README.md
 
-.PHONY: setup demo demo-data prepare vocab init-model extend-vocab segment pretrain finetune export desensitise remap report test docs clean clean-demo
+.PHONY: base experiment setup demo demo-data prepare vocab init-model extend-vocab segment pretrain finetune export desensitise remap report test docs clean clean-demo
 
 setup: $(STAMP)
 $(STAMP): pyproject.toml
@@ -94,6 +94,25 @@ remap: | $(STAMP)
 report: | $(STAMP)
 	$(WB) report run=$(RUN)
 
+# The general base model experiments start from (runs/base/pretrain): Google's vocab (21,128
+# rows), a small BERT pretrained on general news text from ../shared/data; built once (each step
+# is a manifest target, a killed pretrain resumes), ~60 min on 2 CPU cores. With an NVIDIA GPU
+# the same target builds configs/base_gpu.yaml (12 x 768) into the same place.
+BASE_CONFIG ?= $(if $(shell nvidia-smi -L 2>/dev/null),configs/base_gpu.yaml,configs/base.yaml)
+base: | $(STAMP)
+	@test -f ../shared/data/news_xwlb/stories.txt || { echo "make base: needs ../shared/data (news_xwlb, cluecorpus_small_sample, vocab); see README"; exit 2; }
+	$(MAKE) --no-print-directory prepare CONFIG=$(BASE_CONFIG) RUN=runs/base
+	$(MAKE) --no-print-directory init-model CONFIG=$(BASE_CONFIG) RUN=runs/base
+	$(MAKE) --no-print-directory segment CONFIG=$(BASE_CONFIG) RUN=runs/base SEGMENT_DEPS=runs/base/base-model/manifest.json
+	$(MAKE) --no-print-directory pretrain CONFIG=$(BASE_CONFIG) RUN=runs/base
+
+# Does continued pretraining help? Arms x seeds through the stages, one table with intervals
+# (<run>/experiment/results.md). Cells are cached: re-running continues where it stopped.
+#   make experiment EXPERIMENT=configs/experiment/reviews.yaml      (after make base)
+EXPERIMENT ?= configs/experiment/demo.yaml
+experiment: | $(STAMP)
+	$(WB) experiment --config $(EXPERIMENT) $(ARGS)
+
 # The whole pipeline on the offline demo data (People's Daily 1998 + product reviews):
 # first a small general model (configs/demo_general.yaml, the stand-in for bert-base-chinese),
 # then the domain run (configs/demo.yaml) that extends its vocabulary and continues it.
@@ -114,6 +133,7 @@ demo: $(STAMP)
 	$(MAKE) --no-print-directory pretrain CONFIG=configs/demo.yaml
 	$(MAKE) --no-print-directory finetune CONFIG=configs/demo.yaml FINETUNE_DEPS=runs/demo/pretrain/manifest.json
 	$(MAKE) --no-print-directory export CONFIG=configs/demo.yaml
+	$(MAKE) --no-print-directory experiment EXPERIMENT=configs/experiment/demo.yaml
 	$(MAKE) --no-print-directory report CONFIG=configs/demo.yaml
 
 test: $(STAMP)
