@@ -154,9 +154,13 @@ def test_two_arms_two_seeds_end_to_end_and_an_interrupted_run_resumes(demo, tmp_
     assert f["arms"]["whole_word"]["vs_none"]["n"] == 2
     assert "Forgetting check" in md and "Probes during pretraining" in md
 
-    # 4. A third run reuses every cell.
-    again = run(cfg)
+    # 4. A third run reuses every cell; a budget that passes over the corpus more than
+    # max_epochs times is warned about (here 6 x 8 blocks over ~200 is ~0.2 epochs).
+    assert not r["warnings"]
+    again = run(cfg.model_copy(update={"max_epochs": 0.1}))
     assert again["counts"]["cells_ran"] == 0
+    r = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert len(r["warnings"]) == 1 and "pass over corpus 'domain'" in r["warnings"][0]
 
 
 def test_config_errors_name_every_problem(demo, tmp_path):
@@ -183,3 +187,24 @@ def test_paired_intervals_and_verdicts():
     assert verdict(paired_interval([0.01, 0.01])).startswith("helps (the same 1.0 points")
     # a wider confidence gives a wider interval
     assert paired_interval([0.01, 0.03, 0.02], 0.99)["low"] < iv["low"]
+
+
+def test_pairing_with_several_pretraining_seeds():
+    """Against none, an arm's pretraining seeds are averaged per fine-tune seed (one pair per
+    fine-tune seed); against general_more each (pretraining seed, fine-tune seed) is a pair."""
+    from workbench.stages.experiment import Arm, analyse
+
+    def cell(arm, p, s, acc):
+        return {"arm": arm, "pretrain_seed": p, "seed": s, "valid": {"accuracy": acc}, "test": {"accuracy": acc}}
+
+    cells = {"none": [cell("none", None, s, 0.80 + 0.01 * s) for s in range(3)],
+             "general_more": [cell("general_more", p, s, 0.81 + 0.01 * s) for p in (0, 1) for s in range(3)],
+             "whole_word": [cell("whole_word", p, s, 0.82 + 0.01 * s + 0.002 * p) for p in (0, 1) for s in range(3)]}
+    arms = [Arm("none", None), Arm("general_more", "general"), Arm("whole_word", "domain")]
+    cfg = load_stage_config("experiment", None, ["finetune={task: classification, train: a, valid: b}", "arms=[none]"])
+    r = analyse(cfg, arms, cells, "accuracy")
+    ww = r["arms"]["whole_word"]
+    assert ww["vs_none"]["n"] == 3 and ww["vs_none"]["mean"] == pytest.approx(0.021)
+    assert ww["vs_general_more"]["n"] == 6 and ww["vs_general_more"]["mean"] == pytest.approx(0.011)
+    assert ww["summary"]["n"] == 6 and r["arms"]["general_more"]["vs_none"]["n"] == 3
+    assert ww["verdict"] == "helps (the same 2.1 points at every seed)"

@@ -417,13 +417,7 @@ def analyse(cfg: ExperimentConfig, arms: list[Arm], cells: dict[str, list[dict]]
         for control in controls:
             if control == arm.name or control not in cells:
                 continue
-            by_key = {(c["seed"] if control == "none" else (c["pretrain_seed"], c["seed"])): value(c)
-                      for c in cells[control]}
-            diffs = []
-            for c in cs:
-                k = c["seed"] if control == "none" else (c["pretrain_seed"], c["seed"])
-                if k in by_key and value(c) is not None and by_key[k] is not None:
-                    diffs.append(value(c) - by_key[k])
+            diffs = _paired_diffs(cs, cells[control], value, by_pretrain_seed=control != "none")
             iv = paired_interval(diffs, cfg.confidence)
             iv["verdict"] = verdict(iv)
             entry[f"vs_{control}"] = iv
@@ -433,6 +427,25 @@ def analyse(cfg: ExperimentConfig, arms: list[Arm], cells: dict[str, list[dict]]
             entry["verdict_vs_general_more"] = entry["vs_general_more"]["verdict"]
         out["arms"][arm.name] = entry
     return out
+
+
+def _paired_diffs(cells: list[dict], control: list[dict], value, *, by_pretrain_seed: bool) -> list[float]:
+    """Differences arm - control, one per pair. Against `none` (no pretraining seed) the
+    arm's cells are first averaged over its pretraining seeds, so each fine-tune seed gives
+    one pair (the pairs stay independent); against another pretraining arm a pair is one
+    (pretraining seed, fine-tune seed)."""
+    def key(c):
+        return (c["pretrain_seed"], c["seed"]) if by_pretrain_seed else c["seed"]
+
+    def grouped(cs):
+        out: dict[Any, list[float]] = {}
+        for c in cs:
+            if value(c) is not None:
+                out.setdefault(key(c), []).append(value(c))
+        return {k: sum(v) / len(v) for k, v in out.items()}
+
+    a, b = grouped(cells), grouped(control)
+    return [a[k] - b[k] for k in sorted(a, key=str) if k in b]
 
 
 def _fmt(x: float | None, spec: str = ".2f", scale: float = 100.0) -> str:
