@@ -142,7 +142,8 @@ def test_two_arms_two_seeds_end_to_end_and_an_interrupted_run_resumes(demo, tmp_
     assert r["budget"]["tokens"] == 6 * 8 * 128
     assert r["pretrain"]["whole_word-p0"]["steps"] == 6
     md = (out / "results.md").read_text(encoding="utf-8")
-    assert "| whole\\_word | domain | 2 |" in md and "vs general_more" in md
+    assert "| whole\\_word | domain | 2 |" in md and "vs none [95% CI]" in md
+    assert "No same-budget control in this run" in md  # demo.yaml has no general_more arm
     assert (out / "results.png").stat().st_size > 1000
     # Probes at steps 0 (the base), 3 and 6, beside the eval loss; the forgetting table.
     probes = r["probes"]["whole_word-p0"]
@@ -208,3 +209,29 @@ def test_pairing_with_several_pretraining_seeds():
     assert ww["vs_general_more"]["n"] == 6 and ww["vs_general_more"]["mean"] == pytest.approx(0.011)
     assert ww["summary"]["n"] == 6 and r["arms"]["general_more"]["vs_none"]["n"] == 3
     assert ww["verdict"] == "helps (the same 2.1 points at every seed)"
+
+
+@pytest.mark.slow
+def test_arms_with_their_own_base_and_a_chosen_control(demo, tmp_path):
+    """Desensitised-style comparisons: arms that start from other models (e.g. remap outputs)
+    get their corpora segmented with their own tokenizer and are compared with `controls`."""
+    import shutil
+
+    from workbench.stages.experiment import run
+
+    other = tmp_path / "other-base"
+    shutil.copytree(demo / "base", other)
+    cfg = _cfg(demo, tmp_path / "run", "arms=[{name: scratch, corpus: null, base: " + str(other) + "}, "
+               "{name: scratch_ww, corpus: domain, base: " + str(other) + "}, none]",
+               "controls=[scratch]", "seeds=[0]", "mlm_blocks=10")
+    run(cfg)
+    r = json.loads((tmp_path / "run" / "experiment" / "results.json").read_text(encoding="utf-8"))
+    assert r["controls"] == ["scratch"]
+    assert set(r["arms"]["scratch_ww"]) >= {"vs_scratch", "verdicts"} and "vs_none" not in r["arms"]["scratch_ww"]
+    assert r["arms"]["none"]["vs_scratch"]["n"] == 1
+    assert {"base", "base@scratch", "scratch_ww-p0"} <= set(r["mlm"])
+    segs = sorted(p.name for p in (tmp_path / "run" / "corpora" / "domain").iterdir() if p.name.startswith("segmented"))
+    assert len(segs) == 2 and "segmented" in segs  # one per tokenizer
+    assert (tmp_path / "run" / "finetune" / "scratch-s0" / "manifest.json").is_file()
+    ft = json.loads((tmp_path / "run" / "finetune" / "scratch-s0" / "manifest.json").read_text(encoding="utf-8"))
+    assert ft["config"]["model"] == str(other)

@@ -1057,10 +1057,12 @@ class ExperimentArm(Section):
 
     name: str
     """The arm's name in the table (letters, digits, - _ + .)."""
-    corpus: str = "domain"
-    """The `corpora` entry it pretrains on."""
+    corpus: str | None = "domain"
+    """The `corpora` entry it pretrains on; null: no pretraining (fine-tune `base` as it is)."""
     masking: MaskingConfig | None = None
     """Masking for this arm; default the shared `pretrain.masking`."""
+    base: str | None = None
+    """This arm's starting model (e.g. a `remap` output of a desensitised corpus), default the experiment's `base`; its corpora are segmented with its own tokenizer."""
 
 
 class ProbeConfig(Section):
@@ -1107,6 +1109,8 @@ class ExperimentConfig(StageConfig):
     """Warn when a pretraining arm would pass over its corpus more often than this (tiny corpus for the budget)."""
     confidence: float = 0.95
     """Level of the paired t intervals."""
+    controls: list[str] = ["none", "general_more"]
+    """Arms every other arm is compared with (paired by seed), those of them that are in `arms`; the first one present gives the verdict."""
 
     BUILTIN_ARMS: typing.ClassVar[tuple[str, ...]] = ("none", "general_more", "token", "whole_word", "entity_ngram",
                                                        "span", "mixture", "replay")
@@ -1172,12 +1176,18 @@ class ExperimentConfig(StageConfig):
             else:
                 needs = arm.corpus
                 names.append(arm.name)
+                if arm.corpus is None and arm.masking is not None:
+                    out.append(f"arms: '{arm.name}' has corpus null (no pretraining) but a masking; drop one")
                 if arm.name in self.BUILTIN_ARMS or not re.fullmatch(r"[\w.+-]+", arm.name):
                     out.append(f"arms: custom arm name '{arm.name}' must be new and use letters, digits, - _ + . only")
                 if arm.masking is not None:
                     out += [f"arms.{arm.name}.masking.{p}" for p in arm.masking.problems()]
             if needs and needs not in self.corpora:
                 out.append(f"arms: '{names[-1]}' pretrains on corpora.{needs}, which is not defined")
+        missing = [c for c in self.controls if c not in names]
+        if len(missing) == len(self.controls):
+            out.append(f"controls: none of {self.controls} is an arm; list one of them in arms (or set controls to "
+                       "the arm to compare with)")
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             out.append(f"arms: listed twice: {', '.join(dup)}")

@@ -65,6 +65,7 @@ class Arm:
     name: str
     corpus: str | None            # None: no pretraining (the `none` arm)
     masking: dict[str, Any] = field(default_factory=dict)
+    base: str = ""                # the model it starts from
 
     @property
     def pretrains(self) -> bool:
@@ -77,13 +78,13 @@ def resolve_arms(cfg: ExperimentConfig) -> list[Arm]:
     for spec in cfg.arms:
         if isinstance(spec, ExperimentArm):
             masking = spec.masking.model_dump(mode="json") if spec.masking else shared_masking
-            arms.append(Arm(spec.name, spec.corpus, masking))
+            arms.append(Arm(spec.name, spec.corpus, masking if spec.corpus else {}, spec.base or cfg.base))
         elif spec == "none":
-            arms.append(Arm("none", None))
+            arms.append(Arm("none", None, {}, cfg.base))
         elif spec == "general_more":
-            arms.append(Arm("general_more", "general", shared_masking))
+            arms.append(Arm("general_more", "general", shared_masking, cfg.base))
         else:  # a masking strategy on the domain corpus
-            arms.append(Arm(spec, "domain", {**shared_masking, "strategy": spec}))
+            arms.append(Arm(spec, "domain", {**shared_masking, "strategy": spec}, cfg.base))
     return arms
 
 
@@ -174,8 +175,10 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
     started = time.time()
     run_dir = Path(cfg.run)
     run_dir.mkdir(parents=True, exist_ok=True)
-    verify_model_dir(cfg.base, needed_by="experiment")
     arms = resolve_arms(cfg)
+    bases = list(dict.fromkeys(a.base for a in arms))  # each distinct starting model, in arm order
+    for b in bases:
+        verify_model_dir(b, needed_by="experiment")
     runner = Runner(cfg, Ledger(run_dir / "cells.json"))
     ft_base = FinetuneConfig.model_validate({**cfg.finetune, "model": cfg.base})
     main = ft_base.main_metric()
@@ -187,25 +190,33 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
     results: dict[str, Any] = {"arms": {}, "warnings": []}
     table = Progress(run_dir / "progress.md", arms, cfg, main)
 
-    # 2. Corpora: prepare + segment each one an arm or the MLM check needs, once.
-    needed = {a.corpus for a in arms if a.pretrains} | ({"domain", "general"} & set(cfg.corpora))
-    segmented: dict[str, Path] = {}
+    # 2. Corpora: prepare each one an arm or the MLM check needs once, and segment it once per
+    # tokenizer (per distinct base model) that reads it.
+    held_out = {"domain", "general"} & set(cfg.corpora)
+    needed = sorted({a.corpus for a in arms if a.pretrains} | held_out)
+    segmented: dict[str, dict[str, Path]] = {b: {} for b in bases}   # base → corpus → segment output
     corpus_info: dict[str, Any] = {}
-    for name in sorted(needed):
+    for name in needed:
         base_dir = run_dir / "corpora" / name
         prep = derive("prepare", cfg.corpora[name], f"corpora.{name}", seed=cfg.seed, output=str(base_dir / "prepared"))
         pm = runner.cell("prepare", prep, f"prepare {name}")
-        seg = derive("segment", cfg.segment, "segment", model=cfg.base, input=str(base_dir / "prepared"),
-                     seed=cfg.seed, output=str(base_dir / "segmented"))
-        sm = runner.cell("segment", seg, f"segment {name}")
-        segmented[name] = base_dir / "segmented"
         corpus_info[name] = {"input": cfg.corpora[name].get("input"), "documents": (pm.get("counts") or {}).get("splits"),
-                             "blocks": (sm.get("counts") or {}).get("blocks"),
-                             "tokens": (sm.get("counts") or {}).get("tokens")}
+                             "rejected": (pm.get("counts") or {}).get("rejected_by_reason")}
+        for b in bases:
+            if name not in held_out and not any(a.corpus == name and a.base == b for a in arms):
+                continue
+            out = base_dir / ("segmented" if b == cfg.base else f"segmented-{hashlib.sha256(b.encode()).hexdigest()[:10]}")
+            seg = derive("segment", cfg.segment, "segment", model=b, input=str(base_dir / "prepared"),
+                         seed=cfg.seed, output=str(out))
+            sm = runner.cell("segment", seg, f"segment {name}" + ("" if b == cfg.base else f" for {b}"))
+            segmented[b][name] = out
+            corpus_info[name].setdefault("blocks", (sm.get("counts") or {}).get("blocks"))
+            corpus_info[name].setdefault("tokens", (sm.get("counts") or {}).get("tokens"))
     results["corpora"] = corpus_info
 
-    # 3. Held-out MLM loss of the base (the "before").
-    mlm: dict[str, dict[str, Any]] = {"base": _score(runner, cfg, cfg.base, "base", segmented)}
+    # 3. Held-out MLM loss of each starting model (the "before").
+    base_key = {b: "base" if b == cfg.base else f"base@{next(a.name for a in arms if a.base == b)}" for b in bases}
+    mlm: dict[str, dict[str, Any]] = {base_key[b]: _score(runner, cfg, b, base_key[b], segmented[b]) for b in bases}
 
     # 4 + 5. Models: the base for `none`, one pretrain output per pretraining arm and seed.
     cells: dict[str, list[dict[str, Any]]] = {}
@@ -216,20 +227,20 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
         for p in (cfg.pretrain_seeds if arm.pretrains else [None]):
             key = arm.name if p is None else f"{arm.name}-p{p}"
             if arm.pretrains:
-                model, info = _pretrain(runner, cfg, arm, p, segmented, budget, results["warnings"])
+                model, info = _pretrain(runner, cfg, arm, p, segmented[arm.base], budget, results["warnings"])
                 pretrain_info[key] = info
-                mlm[key] = _score(runner, cfg, model, key, segmented)
+                mlm[key] = _score(runner, cfg, model, key, segmented[arm.base])
                 if cfg.probe.every:
                     probes[key] = _probes(cfg, arm, p, model, info)
             else:
-                model = cfg.base
+                model = arm.base
             for s in cfg.seeds:
                 ft = derive("finetune", cfg.finetune, "finetune", model=model, seed=s, seeds=[],
                             output=str(run_dir / "finetune" / f"{key}-s{s}"))
                 m = runner.cell("finetune", ft, f"finetune {key} seed {s}")
                 cells.setdefault(arm.name, []).append(_cell_metrics(ft, m, arm.name, p, s))
                 table.update(cells)
-            if cfg.forgetting is not None and arm.name != "general_more":
+            if cfg.forgetting is not None and arm.corpus != "general":
                 for s in (cfg.forgetting_seeds or cfg.seeds):
                     ft = derive("finetune", cfg.forgetting, "forgetting", model=model, seed=s, seeds=[],
                                 output=str(run_dir / "forgetting" / f"{key}-s{s}"))
@@ -241,8 +252,8 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
     if forgetting:
         fmain = FinetuneConfig.model_validate({**cfg.forgetting, "model": cfg.base}).main_metric()
         results["forgetting"] = {"task": cfg.forgetting.get("test") or cfg.forgetting.get("valid"),
-                                 "metric": fmain, **analyse(cfg, [a for a in arms if a.name != "general_more"],
-                                                            forgetting, fmain, controls=("none",))}
+                                 "metric": fmain, **analyse(cfg, [a for a in arms if a.corpus != "general"],
+                                                            forgetting, fmain)}
     results.update({
         "base": _base_info(cfg.base), "task": {"task": ft_base.task, "metric": main, "train": ft_base.train,
                                                 "valid": ft_base.valid, "test": ft_base.test},
@@ -289,7 +300,7 @@ def _pretrain(runner: Runner, cfg: ExperimentConfig, arm: Arm, p: int, segmented
         steps = max(budget["max_steps"], 1)
         section.update(save_steps=cfg.probe.every, eval_steps=cfg.probe.every,
                        save_total_limit=steps // cfg.probe.every + 2)
-    pre = derive("pretrain", section, "pretrain", model=cfg.base, input=str(segmented[arm.corpus]), seed=p,
+    pre = derive("pretrain", section, "pretrain", model=arm.base, input=str(segmented[arm.corpus]), seed=p,
                  output=str(arm_dir / "pretrain"))
     blocks = ((read_manifest(segmented[arm.corpus]) or {}).get("counts") or {}).get("blocks", {}).get("train") or 0
     if budget["max_steps"] > 0 and blocks:
@@ -353,12 +364,12 @@ def _probes(cfg: ExperimentConfig, arm: Arm, p: int, model: str, info: dict[str,
     cache = json.loads(cache_path.read_text(encoding="utf-8")) if cache_path.is_file() else {}
     if cache.get("settings") != settings or cache.get("model_manifest") != sha256_file(Path(model) / MANIFEST):
         cache = {"settings": settings, "model_manifest": sha256_file(Path(model) / MANIFEST), "steps": {}}
-    ft = FinetuneConfig.model_validate({**cfg.finetune, "model": cfg.base})
+    ft = FinetuneConfig.model_validate({**cfg.finetune, "model": arm.base})
     train = read_records(ft.train, ft)[0][: cfg.probe.train_size]
     valid = read_records(ft.valid, ft)[0][: cfg.probe.valid_size]
-    tok = load_tokenizer(cfg.base, needed_by="experiment probe")
+    tok = load_tokenizer(arm.base, needed_by="experiment probe")
     ckpt_dir = Path(info["checkpoints"])
-    points = [(0, cfg.base)] + sorted((int(d.name.split("-")[1]), str(d)) for d in ckpt_dir.glob("checkpoint-*")
+    points = [(0, arm.base)] + sorted((int(d.name.split("-")[1]), str(d)) for d in ckpt_dir.glob("checkpoint-*")
                                       if d.name.split("-")[1].isdigit())
     eval_loss = _eval_losses(model)
     out = []
@@ -396,17 +407,18 @@ def _base_info(base: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- 6. analysis
-def analyse(cfg: ExperimentConfig, arms: list[Arm], cells: dict[str, list[dict]], main: str,
-            controls: tuple[str, ...] = ("none", "general_more")) -> dict[str, Any]:
+def analyse(cfg: ExperimentConfig, arms: list[Arm], cells: dict[str, list[dict]], main: str) -> dict[str, Any]:
     """Per arm: the test metric's mean ± std over cells, per-seed values, paired differences
-    against each control present (none: by fine-tune seed; general_more: by pretraining and
-    fine-tune seed) with t intervals, and the verdicts."""
+    against each control present (`cfg.controls`; see `_paired_diffs` for the pairing) with
+    t intervals, and the verdicts (the first control's is the arm's verdict)."""
     split = "test" if all(c["test"] for cs in cells.values() for c in cs) else "valid"
 
     def value(c):
         return c[split].get(main)
 
-    out: dict[str, Any] = {"split": split, "metric": main, "arms": {}}
+    by_name = {a.name: a for a in arms}
+    controls = [c for c in cfg.controls if c in by_name and c in cells]
+    out: dict[str, Any] = {"split": split, "metric": main, "arms": {}, "controls": controls}
     for arm in arms:
         cs = cells.get(arm.name, [])
         vals = [value(c) for c in cs if value(c) is not None]
@@ -415,24 +427,24 @@ def analyse(cfg: ExperimentConfig, arms: list[Arm], cells: dict[str, list[dict]]
         for k in sorted({k for c in cs for k in c[split]} - {main, "n", "threshold"}):
             entry["other_metrics"][k] = mean_std([c[split][k] for c in cs if k in c[split]])
         for control in controls:
-            if control == arm.name or control not in cells:
+            if control == arm.name:
                 continue
-            diffs = _paired_diffs(cs, cells[control], value, by_pretrain_seed=control != "none")
+            diffs = _paired_diffs(cs, cells[control], value,
+                                  by_pretrain_seed=arm.pretrains and by_name[control].pretrains)
             iv = paired_interval(diffs, cfg.confidence)
             iv["verdict"] = verdict(iv)
             entry[f"vs_{control}"] = iv
-        if "vs_none" in entry:
-            entry["verdict"] = entry["vs_none"]["verdict"]
-        if "vs_general_more" in entry:
-            entry["verdict_vs_general_more"] = entry["vs_general_more"]["verdict"]
+        entry["verdicts"] = {c: entry[f"vs_{c}"]["verdict"] for c in controls if f"vs_{c}" in entry}
+        if entry["verdicts"]:
+            entry["verdict"] = next(iter(entry["verdicts"].values()))
         out["arms"][arm.name] = entry
     return out
 
 
 def _paired_diffs(cells: list[dict], control: list[dict], value, *, by_pretrain_seed: bool) -> list[float]:
-    """Differences arm - control, one per pair. Against `none` (no pretraining seed) the
-    arm's cells are first averaged over its pretraining seeds, so each fine-tune seed gives
-    one pair (the pairs stay independent); against another pretraining arm a pair is one
+    """Differences arm - control, one per pair. When one side does not pretrain (`none`), the
+    other's cells are first averaged over its pretraining seeds, so each fine-tune seed gives
+    one pair (the pairs stay independent); between two pretraining arms a pair is one
     (pretraining seed, fine-tune seed)."""
     def key(c):
         return (c["pretrain_seed"], c["seed"]) if by_pretrain_seed else c["seed"]
@@ -461,12 +473,10 @@ def _iv(iv: dict | None) -> str:
 
 
 def _verdicts(a: dict[str, Any]) -> str:
-    if not a.get("verdict"):
+    if not a.get("verdicts"):
         return "(control)"
-    out = a["verdict"]
-    if a.get("verdict_vs_general_more"):
-        out += f"; vs general_more: {a['verdict_vs_general_more']}"
-    return md_cell(out)
+    items = list(a["verdicts"].items())
+    return md_cell("; ".join([items[0][1]] + [f"vs {c}: {v}" for c, v in items[1:]]))
 
 
 def render_markdown(r: dict[str, Any], brief: bool = False) -> str:
@@ -482,13 +492,18 @@ def render_markdown(r: dict[str, Any], brief: bool = False) -> str:
               f"Pretraining budget per arm: {b.get('max_steps', 0):,} steps x {b.get('batch_size')} blocks x "
               f"{b.get('max_seq_length')} tokens = {b.get('tokens', 0):,} token slots, lr {b.get('lr')} "
               f"({b.get('schedule')}). {r['seeds']['variance']}; intervals: {conf}% {r['interval_method']}.", ""]
-    lines += ["| arm | pretrains on | n | " + f"{md_cell(main)} mean ± std | vs none [{conf}% CI] | "
-              f"vs general_more [{conf}% CI] | verdict |", "|---|---|---|---|---|---|---|"]
+    controls = r.get("controls") or []
+    lines += ["| arm | pretrains on | n | " + f"{md_cell(main)} mean ± std | "
+              + "".join(f"vs {md_cell(c)} [{conf}% CI] | " for c in controls) + "verdict |",
+              "|---|---|---|---|" + "---|" * len(controls) + "---|"]
     for name, a in r["arms"].items():
         s = a["summary"]
         lines.append(f"| {md_cell(name)} | {md_cell(str(a['pretrains'] or '—'))} | {s['n']} | "
-                     f"{_fmt(s['mean'])} ± {_fmt(s['std'])} | {_iv(a.get('vs_none'))} | "
-                     f"{_iv(a.get('vs_general_more'))} | {_verdicts(a)} |")
+                     f"{_fmt(s['mean'])} ± {_fmt(s['std'])} | "
+                     + "".join(f"{_iv(a.get(f'vs_{c}'))} | " for c in controls) + f"{_verdicts(a)} |")
+    if "general_more" not in r["arms"] and any(a["pretrains"] for a in r["arms"].values()):
+        lines.append("\n**No same-budget control in this run** (arm `general_more`): a gain over `none` may come from "
+                     "more pretraining steps on any text, not from the domain.")
     lines.append("")
     if brief:
         return "\n".join(lines)
@@ -508,7 +523,7 @@ def render_markdown(r: dict[str, Any], brief: bool = False) -> str:
         for name, a in f["arms"].items():
             s = a["summary"]
             lines.append(f"| {md_cell(name)} | {s['n']} | {_fmt(s['mean'])} ± {_fmt(s['std'])} | "
-                         f"{_iv(a.get('vs_none'))} | {md_cell(a.get('verdict') or '(reference)')} |")
+                         f"{_iv(a.get('vs_none'))} | {md_cell((a.get('verdicts') or {}).get('none') or '(reference)')} |")
         lines.append("")
     if r.get("probes"):
         lines += ["## Probes during pretraining (frozen encoder + logistic regression on valid)", "",
@@ -544,7 +559,7 @@ def render_markdown(r: dict[str, Any], brief: bool = False) -> str:
 
 def plot(r: dict[str, Any], path: Path) -> None:
     """Left: every cell's test metric (dots) and each arm's mean with its 95% t interval.
-    Right: paired differences against none and against general_more, with intervals."""
+    Right: paired differences against each control (none, general_more), with intervals."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -561,7 +576,8 @@ def plot(r: dict[str, Any], path: Path) -> None:
             iv = paired_interval(vals, r.get("confidence", 0.95))  # one-sample t interval of the mean
             lo, hi = (iv["low"], iv["high"]) if iv["low"] is not None else (iv["mean"], iv["mean"])
             ax1.errorbar([iv["mean"]], [i], xerr=[[iv["mean"] - lo], [hi - iv["mean"]]], fmt="D", color="k", capsize=4)
-        for j, (control, color) in enumerate((("none", "C1"), ("general_more", "C2"))):
+        for j, control in enumerate(r.get("controls") or []):
+            color = f"C{j + 1}"
             d = a.get(f"vs_{control}")
             if d and d.get("mean") is not None:
                 lo = d["low"] if d["low"] is not None else d["mean"]
