@@ -235,3 +235,15 @@ def test_arms_with_their_own_base_and_a_chosen_control(demo, tmp_path):
     assert (tmp_path / "run" / "finetune" / "scratch-s0" / "manifest.json").is_file()
     ft = json.loads((tmp_path / "run" / "finetune" / "scratch-s0" / "manifest.json").read_text(encoding="utf-8"))
     assert ft["config"]["model"] == str(other)
+
+
+def test_one_experiment_at_a_time_per_run_directory(demo, tmp_path):
+    from workbench.errors import OutputBusyError
+    from workbench.manifest import hold_lock
+    from workbench.stages.experiment import run
+
+    cfg = _cfg(demo, tmp_path / "run")
+    with hold_lock(tmp_path / "run" / "cells.json", "experiment"):
+        with pytest.raises(OutputBusyError, match="another run"):
+            run(cfg)
+    assert not (tmp_path / "run" / "corpora").exists()

@@ -49,8 +49,8 @@ from typing import Any
 
 from workbench.config import COMMANDS, ExperimentArm, ExperimentConfig, FinetuneConfig
 from workbench.errors import ConfigError
-from workbench.manifest import (MANIFEST, atomic_output_dir, config_inputs, output_problems, owns_output, read_manifest,
-                                sha256_file, verify_model_dir, write_manifest)
+from workbench.manifest import (MANIFEST, atomic_output_dir, config_inputs, hold_lock, output_problems, owns_output,
+                                read_manifest, sha256_file, verify_model_dir, write_manifest)
 from workbench.report.escape import md_cell, md_text
 from workbench.report.paired import mean_std, paired_interval, verdict
 
@@ -116,8 +116,13 @@ def fingerprint(cfg) -> str:
         elif path.is_file():
             st = path.stat()
             parts.append(f"{p}:file:{st.st_size}:{st.st_mtime_ns}")
-        else:
-            parts.append(f"{p}:dir")
+        else:  # a folder of corpus files: how many, how big, the newest change
+            n = size = newest = 0
+            for root, _, files in os.walk(path):
+                for f in files:
+                    st = os.stat(os.path.join(root, f))
+                    n, size, newest = n + 1, size + st.st_size, max(newest, st.st_mtime_ns)
+            parts.append(f"{p}:dir:{n}:{size}:{newest}")
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
 
 
@@ -172,6 +177,13 @@ class Runner:
 # --------------------------------------------------------------------------- the stage
 @owns_output("experiment")
 def run(cfg: ExperimentConfig) -> dict[str, Any]:
+    # One experiment at a time per run directory: configs sharing a run share its cells and
+    # its ledger, so a second one waits for nothing and fails at once, naming the first.
+    with hold_lock(Path(cfg.run) / "cells.json", "experiment"):
+        return _run(cfg)
+
+
+def _run(cfg: ExperimentConfig) -> dict[str, Any]:
     started = time.time()
     run_dir = Path(cfg.run)
     run_dir.mkdir(parents=True, exist_ok=True)
