@@ -128,8 +128,10 @@ def run(cfg: SegmentConfig) -> dict[str, Any]:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # forked workers + rust threads deadlock
     run_key = hashlib.sha256(json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
     out_dir = cfg.output_path()
-    log.info("segment: %s documents from %s → %s (backend %s, %d entity words, %d lexicon words)",
-             f"{sum(n_docs.values()):,}", in_dir, out_dir, cfg.backend, len(seg.entities), len(seg.lexicon_words))
+    how = ("jieba.posseg cuts and tags entities" if getattr(seg, "posseg", False)
+           else f"backend {cfg.backend}, dictionary entities")
+    log.info("segment: %s documents from %s → %s (%s, %d entity words, %d lexicon words)",
+             f"{sum(n_docs.values()):,}", in_dir, out_dir, how, len(seg.entities), len(seg.lexicon_words))
 
     with atomic_output_dir(out_dir) as tmp:
         cache = tmp / "_cache"
