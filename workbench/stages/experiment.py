@@ -519,6 +519,7 @@ def render_markdown(r: dict[str, Any], brief: bool = False) -> str:
     lines.append("")
     if brief:
         return "\n".join(lines)
+    lines += ["![each seed (dots), arm means with intervals, paired differences](results.png)", ""]
     mlm = r.get("mlm") or {}
     if mlm:
         lines += ["## Held-out MLM loss (fixed whole-word masks, valid blocks; lower is better)", "",
