@@ -438,15 +438,16 @@ def analyse(cfg: ExperimentConfig, arms: list[Arm], cells: dict[str, list[dict]]
                                  "other_metrics": {}}
         for k in sorted({k for c in cs for k in c[split]} - {main, "n", "threshold"}):
             entry["other_metrics"][k] = mean_std([c[split][k] for c in cs if k in c[split]])
-        for control in controls:
-            if control == arm.name:
-                continue
+        # A control is compared only with the controls before it (general_more with none),
+        # every other arm with all of them.
+        mine = controls[:controls.index(arm.name)] if arm.name in controls else controls
+        for control in mine:
             diffs = _paired_diffs(cs, cells[control], value,
                                   by_pretrain_seed=arm.pretrains and by_name[control].pretrains)
             iv = paired_interval(diffs, cfg.confidence)
             iv["verdict"] = verdict(iv)
             entry[f"vs_{control}"] = iv
-        entry["verdicts"] = {c: entry[f"vs_{c}"]["verdict"] for c in controls if f"vs_{c}" in entry}
+        entry["verdicts"] = {c: entry[f"vs_{c}"]["verdict"] for c in mine if f"vs_{c}" in entry}
         if entry["verdicts"]:
             entry["verdict"] = next(iter(entry["verdicts"].values()))
         out["arms"][arm.name] = entry
