@@ -133,7 +133,7 @@ demo: $(STAMP)
 	$(MAKE) --no-print-directory pretrain CONFIG=configs/demo.yaml
 	$(MAKE) --no-print-directory finetune CONFIG=configs/demo.yaml FINETUNE_DEPS=runs/demo/pretrain/manifest.json
 	$(MAKE) --no-print-directory export CONFIG=configs/demo.yaml
-	$(MAKE) --no-print-directory experiment EXPERIMENT=configs/experiment/demo.yaml
+	$(MAKE) --no-print-directory experiment EXPERIMENT=configs/experiment/demo.yaml ARGS="seeds=[0]"
 	$(MAKE) --no-print-directory report CONFIG=configs/demo.yaml
 
 test: $(STAMP)
