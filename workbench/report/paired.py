@@ -13,14 +13,15 @@ from typing import Sequence
 
 
 def mean_std(values: Sequence[float]) -> dict:
-    """mean, sample std (ddof=1; 0 for one value), n, min, max."""
+    """mean, sample std (ddof=1; 0 for one value), n, min, max (`tasks.metrics.mean_std` plus
+    the count and range; None for no values)."""
+    from workbench.tasks.metrics import mean_std as _mean_std
+
     v = [float(x) for x in values]
-    n = len(v)
-    if not n:
+    if not v:
         return {"mean": None, "std": None, "n": 0, "min": None, "max": None}
-    mean = sum(v) / n
-    std = math.sqrt(sum((x - mean) ** 2 for x in v) / (n - 1)) if n > 1 else 0.0
-    return {"mean": mean, "std": std, "n": n, "min": min(v), "max": max(v)}
+    s = _mean_std(v)
+    return {"mean": s["mean"], "std": s["std"], "n": len(v), "min": min(v), "max": max(v)}
 
 
 def _t(q: float, df: int) -> float:
