@@ -247,3 +247,36 @@ def test_one_experiment_at_a_time_per_run_directory(demo, tmp_path):
         with pytest.raises(OutputBusyError, match="another run"):
             run(cfg)
     assert not (tmp_path / "run" / "corpora").exists()
+
+
+def test_cells_follow_file_contents_not_timestamps(tmp_path):
+    """A data folder re-created with the same bytes (new mtimes) keeps its cells; one changed
+    byte, in a file or inside a folder of corpus files, gives a new fingerprint."""
+    import os
+
+    from workbench.stages.experiment import FileHashes, fingerprint
+
+    data = tmp_path / "data"
+    (data / "more").mkdir(parents=True)
+    (data / "a.txt").write_text("第一行文本\n", encoding="utf-8")
+    (data / "more" / "b.txt").write_text("另一个文件\n", encoding="utf-8")
+    cfg_file = load_stage_config("prepare", None, [f"input=[{data / 'a.txt'}]", f"output={tmp_path / 'out'}"])
+    cfg_dir = load_stage_config("prepare", None, [f"input=[{data / 'more'}]", f"output={tmp_path / 'out'}"])
+    hashes = FileHashes(tmp_path / "input-hashes.json")
+    before = fingerprint(cfg_file, hashes), fingerprint(cfg_dir, hashes)
+    assert json.loads((tmp_path / "input-hashes.json").read_text())  # the cache is on disk
+
+    for f in (data / "a.txt", data / "more" / "b.txt"):  # same bytes, written again, new mtime
+        text = f.read_bytes()
+        f.unlink()
+        f.write_bytes(text)
+        os.utime(f, ns=(1, 1))
+    again = FileHashes(tmp_path / "input-hashes.json")
+    assert (fingerprint(cfg_file, again), fingerprint(cfg_dir, again)) == before
+
+    (data / "a.txt").write_text("第一行文本!\n", encoding="utf-8")
+    (data / "more" / "b.txt").write_text("另一个文件。\n", encoding="utf-8")
+    changed = fingerprint(cfg_file, again), fingerprint(cfg_dir, again)
+    assert changed[0] != before[0] and changed[1] != before[1]
+    (data / "more" / "c.txt").write_text("另一个文件。\n", encoding="utf-8")  # a new file in the folder
+    assert fingerprint(cfg_dir, again) != changed[1]

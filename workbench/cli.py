@@ -83,6 +83,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def entry() -> None:
+    """The program (console script and ``python -m workbench``): main(), then exit.
+
+    A rank started by a distributed launcher (deepspeed, torchrun: LOCAL_RANK is set) ends
+    with ``os._exit`` once its stdio is flushed. Its work is done by then (outputs are renamed
+    into place and the process group torn down), but the C++ collective backends can abort
+    in their static destructors at interpreter exit ("terminate called without an active
+    exception", SIGABRT; seen with gloo + ZeRO-3), and the launcher then reports a finished
+    run as failed and kills the other ranks. Skipping those destructors is the usual cure."""
+    rc = main()
+    if "LOCAL_RANK" in os.environ and "torch.distributed" in sys.modules:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(rc)
+    raise SystemExit(rc)
+
+
 # What to do about the operating-system errors a user can fix.
 _OS_FIXES = {
     errno.ENOSPC: "free disk space there (or point output= / TMPDIR at a larger disk) and re-run",

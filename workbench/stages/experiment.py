@@ -105,24 +105,57 @@ def derive(command: str, section: dict[str, Any], where: str, **fixed: Any):
     return cfg
 
 
-def fingerprint(cfg) -> str:
+class FileHashes:
+    """sha256 of the raw files cells read, cached in `<run>/input-hashes.json` by path, size
+    and mtime: a file copied, re-extracted or touched with the same bytes (a data folder
+    re-created every morning, a corpus moved to another disk) keeps its cells; a changed
+    byte re-runs them. Only a file whose size or mtime moved is read again."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.known: dict[str, list] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        except (OSError, ValueError):
+            self.known = {}  # a damaged cache costs one re-hash, never a wrong answer
+        self.dirty = False
+
+    def sha256(self, path: Path) -> str:
+        st = path.stat()
+        key = str(path.resolve())
+        hit = self.known.get(key)
+        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            return hit[2]
+        digest = sha256_file(path)
+        self.known[key] = [st.st_size, st.st_mtime_ns, digest]
+        self.dirty = True
+        return digest
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        tmp = self.path.with_name(self.path.name + f".tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(self.known, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, self.path)
+        self.dirty = False
+
+
+def fingerprint(cfg, hashes: FileHashes) -> str:
     """What a cell's output depends on: its config, and for every path it reads the
-    manifest of a stage output (sha256), a file's size and mtime, or a directory's name."""
+    manifest of a stage output (sha256), or the content (sha256) of a file or of every file
+    in a folder of corpus files."""
     parts = [json.dumps(cfg.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)]
     for p in sorted({str(p) for p in config_inputs(cfg)}):
         path = Path(p)
         if (path / MANIFEST).is_file():
             parts.append(f"{p}:manifest:{sha256_file(path / MANIFEST)}")
         elif path.is_file():
-            st = path.stat()
-            parts.append(f"{p}:file:{st.st_size}:{st.st_mtime_ns}")
-        else:  # a folder of corpus files: how many, how big, the newest change
-            n = size = newest = 0
-            for root, _, files in os.walk(path):
-                for f in files:
-                    st = os.stat(os.path.join(root, f))
-                    n, size, newest = n + 1, size + st.st_size, max(newest, st.st_mtime_ns)
-            parts.append(f"{p}:dir:{n}:{size}:{newest}")
+            parts.append(f"{p}:file:{hashes.sha256(path)}")
+        elif path.is_dir():
+            files = sorted(Path(root) / f for root, _, names in os.walk(path) for f in names)
+            parts.append(f"{p}:dir:" + ",".join(f"{f.relative_to(path)}={hashes.sha256(f)}" for f in files))
+        else:
+            parts.append(f"{p}:missing")
+    hashes.save()
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
 
 
@@ -151,6 +184,7 @@ class Ledger:
 class Runner:
     cfg: ExperimentConfig
     ledger: Ledger
+    hashes: FileHashes
     ran: int = 0
     reused: int = 0
     walls: dict[str, float] = field(default_factory=dict)
@@ -160,14 +194,14 @@ class Runner:
         from workbench.stages import get_runner
 
         out = cfg.output_path()
-        fp = fingerprint(cfg)
+        fp = fingerprint(cfg, self.hashes)
         if self.ledger.done(out, fp, command):
             self.reused += 1
             print(f"experiment: [{label}] done before, reused ({out})", flush=True)
         else:
             print(f"experiment: [{label}] {command} → {out}", flush=True)
             get_runner(command)(cfg)
-            self.ledger.record(out, fingerprint(cfg))
+            self.ledger.record(out, fingerprint(cfg, self.hashes))
             self.ran += 1
         manifest = read_manifest(out) or {}
         self.walls[label] = float(manifest.get("wall_time_s") or 0.0)
@@ -191,7 +225,7 @@ def _run(cfg: ExperimentConfig) -> dict[str, Any]:
     bases = list(dict.fromkeys(a.base for a in arms))  # each distinct starting model, in arm order
     for b in bases:
         verify_model_dir(b, needed_by="experiment")
-    runner = Runner(cfg, Ledger(run_dir / "cells.json"))
+    runner = Runner(cfg, Ledger(run_dir / "cells.json"), FileHashes(run_dir / "input-hashes.json"))
     ft_base = FinetuneConfig.model_validate({**cfg.finetune, "model": cfg.base})
     main = ft_base.main_metric()
     budget = _budget(cfg)
