@@ -167,9 +167,9 @@ def test_two_arms_two_seeds_end_to_end_and_an_interrupted_run_resumes(demo, tmp_
 def test_config_errors_name_every_problem(demo, tmp_path):
     with pytest.raises(ConfigError) as e:
         _cfg(demo, tmp_path / "r", "arms=[none, whole_wrd, replay, general_more]", "finetune.seed=3",
-             "pretrain.max_stepz=4", "seeds=[1, 1]", "probe.every=10", "finetune.task=tagging")
+             "pretrain.max_stepz=4", "seeds=[1, 1]", "probe.every=10", "finetune.task=tagging", "replay.weight=1.5")
     msg = str(e.value)
-    for part in ("did you mean 'whole_word'", "'replay'", "issue 13", "finetune.seed: set per cell",
+    for part in ("did you mean 'whole_word'", "replay.weight: 1.5", "finetune.seed: set per cell",
                  "pretrain.max_stepz: unknown key", "seeds:", "probe.every"):
         assert part in msg, (part, msg)
 
@@ -280,3 +280,19 @@ def test_cells_follow_file_contents_not_timestamps(tmp_path):
     assert changed[0] != before[0] and changed[1] != before[1]
     (data / "more" / "c.txt").write_text("另一个文件。\n", encoding="utf-8")  # a new file in the folder
     assert fingerprint(cfg_dir, again) != changed[1]
+
+
+def test_replay_arm_mixes_general_text_in(demo, tmp_path):
+    """arms=[none, replay]: the replay arm pretrains on domain text with 25% general blocks
+    (pretrain `mix`), the achieved share is in the results, and it is compared with none."""
+    from workbench.stages.experiment import run
+
+    cfg = _cfg(demo, tmp_path / "run", "arms=[none, replay]", "seeds=[0, 1]", "replay.weight=0.25",
+               "probe.every=0", "pretrain.max_steps=8")
+    run(cfg)
+    r = json.loads((cfg.output_path() / "results.json").read_text(encoding="utf-8"))
+    mix = r["pretrain"]["replay-p0"]["mixture"]
+    assert mix["sources"][1].endswith("corpora/general/segmented") and mix["target"] == pytest.approx([0.75, 0.25])
+    assert sum(mix["blocks_trained"]) == 8 * 8 and mix["max_abs_deviation"] <= 0.01
+    arm = r["arms"]["replay"]
+    assert len(arm["cells"]) == 2 and "vs_none" in arm and arm["verdict"]

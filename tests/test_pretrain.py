@@ -292,3 +292,59 @@ def test_bf16_on_cpu_and_early_stopping_keep_the_best_checkpoint(chain, tmp_path
                                             and "eval_loss" in h))
     # load_best_model_at_end: the final evaluation is the best checkpoint's
     assert m["metrics"]["eval_loss"] == pytest.approx(min(evals), rel=1e-3)
+
+
+@pytest.fixture(scope="module")
+def other_segmented(chain, review_lines, tmp_path_factory) -> Path:
+    """A second segment output with the chain's vocabulary: other reviews (the 'general' text)."""
+    from workbench.stages import prepare, segment
+
+    tmp = tmp_path_factory.mktemp("mix")
+    corpus = tmp / "other.txt"
+    corpus.write_text("\n".join(review_lines[300:500]), encoding="utf-8")
+    prepare.run(_cfg("prepare", f"input={corpus}", f"output={tmp / 'prepared'}", "split.valid_fraction=0.1"))
+    segment.run(_cfg("segment", f"input={tmp / 'prepared'}", f"model={chain / 'base-model'}",
+                     f"output={tmp / 'segmented'}", "max_seq_length=64"))
+    return tmp / "segmented"
+
+
+def test_replay_mixture_is_achieved_and_survives_a_kill(chain, other_segmented, tmp_path):
+    """mix=[{other, 0.3}]: the blocks the collator actually saw are 70/30 (within 1%), and a run
+    killed after its checkpoint and resumed sees the same blocks in the same order (same
+    counts, same final weights) as the uninterrupted one."""
+    args = ("max_steps=20", "batch_size=8", "save_steps=10", "eval_steps=10", "logging_steps=1",
+            f"mix=[{{input: {other_segmented}, weight: 0.3}}]")
+    a = _pretrain(chain, tmp_path / "a", *args)
+    mix = a["mixture"]
+    assert mix["sources"] == [str(chain / "segmented"), str(other_segmented)]
+    assert mix["target"] == pytest.approx([0.7, 0.3])
+    assert sum(mix["blocks_trained"]) == 20 * 8 and mix["blocks_trained"] == mix["blocks_planned"]
+    assert mix["max_abs_deviation"] <= 0.01
+    assert any(i["role"] == "mix" and i["weight"] == 0.3 for i in a["inputs"] if isinstance(i, dict) and "role" in i)
+    with pytest.raises(KeyboardInterrupt):
+        _pretrain(chain, tmp_path / "b", *args, callbacks=[_Crash(14).callback])
+    assert json.loads((tmp_path / "b-checkpoints" / "checkpoint-10" / "mixture.json").read_text())["step"] == 10
+    b = _pretrain(chain, tmp_path / "b", *args)
+    assert b["resumed_from"].endswith("checkpoint-10")
+    assert b["mixture"]["blocks_trained"] == mix["blocks_trained"]
+    assert b["metrics"]["eval_loss"] == pytest.approx(a["metrics"]["eval_loss"], abs=1e-4)
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-5, rtol=1e-4, msg=k)
+    # A different seed draws other blocks, the same shares.
+    c = _pretrain(chain, tmp_path / "c", *args, "seed=1")
+    assert c["mixture"]["blocks_trained"] == mix["blocks_trained"]
+
+
+def test_replay_refuses_bad_weights_and_foreign_vocabularies(chain, other_segmented, tmp_path):
+    with pytest.raises(ConfigError) as e:
+        _cfg("pretrain", f"mix=[{{input: {other_segmented}, weight: 0.6}}, {{input: x, weight: 0.5}}]")
+    assert "add up to 1.1" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        _cfg("pretrain", f"mix=[{{input: {other_segmented}, weight: 0}}]")
+    assert "mix[0].weight" in str(e.value)
+    with pytest.raises(StageInputError) as e:  # a prepare output is not a segment output
+        _pretrain(chain, tmp_path / "x", "max_steps=2", f"mix=[{{input: {chain / 'prepared'}, weight: 0.2}}]")
+    assert "segment" in str(e.value)

@@ -72,6 +72,10 @@ class StageConfig(Section):
     # stage's output_dir_name); stages whose input is not one directory leave it empty.
     input_dir_name: typing.ClassVar[str] = ""
 
+    # Keys that decide how a stage runs but never what it writes (worker counts, engines):
+    # left out of the fingerprints that decide whether an output can be reused.
+    execution_keys: typing.ClassVar[frozenset[str]] = frozenset()
+
     def output_path(self) -> Path:
         return Path(self.output) if self.output else Path(self.run) / self.output_dir_name
 
@@ -206,6 +210,10 @@ class DedupConfig(Section):
     """MinHash permutations (signature length)."""
     bands: int = 16
     """LSH bands; `num_perm / bands` rows per band. More bands find lower-similarity pairs."""
+    minhash: Literal["rensa", "datasketch"] = "rensa"
+    """MinHash implementation: rensa (Rust, batched; the default) or datasketch (the earlier,
+    ~10x slower path, kept as a reference). Both estimate the same Jaccard similarity; the
+    signatures differ, so a few borderline pairs may differ."""
 
     def problems(self) -> list[str]:
         out = []
@@ -256,6 +264,7 @@ class PrepareConfig(StageConfig):
     """Clean, deduplicate and split raw corpus files into an Arrow dataset."""
 
     output_dir_name: typing.ClassVar[str] = "prepared"
+    execution_keys: typing.ClassVar[frozenset[str]] = frozenset({"workers", "engine", "scheduler", "batch_rows"})
 
     input: list[str] = []
     """Corpus files, folders (read recursively) or globs."""
@@ -269,6 +278,17 @@ class PrepareConfig(StageConfig):
     """Train/valid/test split."""
     exclude: ExcludeConfig = ExcludeConfig()
     """Decontamination: drop documents that contain text of evaluation sets."""
+    workers: int | None = None
+    """Processes that clean and fingerprint rows (null: every core this process may use, or
+    this process alone for inputs under 4 MiB). The output is identical for every value."""
+    engine: Literal["local", "dask"] = "local"
+    """local: this machine (a process pool of `workers`); dask: a Dask cluster (`scheduler`
+    address, or a local cluster of `workers` processes): the same output."""
+    scheduler: str | None = None
+    """engine=dask: the scheduler address (tcp://host:8786, or a scheduler JSON file);
+    null starts a local cluster for the run."""
+    batch_rows: int = 2048
+    """Rows per batch handed to a worker (memory per batch in flight; not the output)."""
 
     @field_validator("input", mode="before")
     @classmethod
@@ -281,6 +301,12 @@ class PrepareConfig(StageConfig):
             out.append("input: no corpus given; set prepare.input in the config or pass input=PATH")
         for section in (self.read, self.clean, self.dedup, self.split, self.exclude):
             out += section.problems()
+        if self.workers is not None and self.workers < 1:
+            out.append(f"workers: {self.workers} must be >= 1 (or null for every core)")
+        if self.batch_rows < 1:
+            out.append(f"batch_rows: {self.batch_rows} must be >= 1")
+        if self.scheduler and self.engine != "dask":
+            out.append("scheduler: only used with engine=dask; set engine=dask or drop scheduler")
         return out
 
 
@@ -300,6 +326,7 @@ class SegmentConfig(StageConfig):
 
     output_dir_name: typing.ClassVar[str] = "segmented"
     input_dir_name: typing.ClassVar[str] = "prepared"
+    execution_keys: typing.ClassVar[frozenset[str]] = frozenset({"num_proc"})
 
     input: str | None = None
     """A `prepare` output directory; default `<run>/prepared`."""
@@ -321,8 +348,8 @@ class SegmentConfig(StageConfig):
     """Build sentence-pair blocks [CLS] A [SEP] B [SEP] for SOP (the collator swaps) or NSP (random B, labelled here)."""
     pack_documents: bool = True
     """Put several short documents in one block, each followed by [SEP]. Sentence pairs always come from one document."""
-    num_proc: int = 1
-    """Worker processes for segmentation (datasets.map num_proc)."""
+    num_proc: int | None = None
+    """Worker processes for segmentation (datasets.map num_proc); null: every core this process may use (one for fewer than 2,000 documents). The output is the same for any value."""
     batch_size: int = 1000
     """Documents per map batch: jieba cuts a batch in one call and the alignment is vectorised per batch, so larger batches amortise per-call costs."""
 
@@ -330,8 +357,8 @@ class SegmentConfig(StageConfig):
         out = []
         if self.max_seq_length < 8:
             out.append("max_seq_length: must be at least 8")
-        if self.num_proc < 1 or self.batch_size < 1:
-            out.append("num_proc and batch_size must be >= 1")
+        if (self.num_proc is not None and self.num_proc < 1) or self.batch_size < 1:
+            out.append("num_proc and batch_size must be >= 1 (num_proc may be null: every core)")
         if self.backend == "discovered" and not self.words:
             out.append("words: backend=discovered needs the words.json from `remap` (words=vocab_maps/<name>/words.json)")
         if self.words and self.backend != "discovered":
@@ -491,6 +518,13 @@ class MaskingConfig(Section):
         return out
 
 
+class MixInput(Section):
+    input: str
+    """Another `segment` output (e.g. general text), made with the same model vocabulary."""
+    weight: float
+    """Its share of the training blocks, in (0, 1); the main `input` gets 1 - the sum of these."""
+
+
 class PretrainConfig(StageConfig):
     """Continue masked-LM pretraining of a BERT on segmented blocks (HF Trainer; DeepSpeed by config file)."""
 
@@ -539,6 +573,8 @@ class PretrainConfig(StageConfig):
     """DataLoader worker processes for collating (masking) batches; 0 = in the training process."""
     sparse_mlm_head: bool = True
     """Run the MLM head (H x vocab decoder) only at the labelled ~15% of positions in training steps: same loss, less compute; evaluation and the saved model are plain BertForMaskedLM."""
+    mix: list[MixInput] = []
+    """Replay: other segment outputs mixed into training, each a share of the blocks (e.g. [{input: runs/base/segmented, weight: 0.2}] = 80% domain, 20% general), drawn per seed, exact on resume; evaluation stays on `input`'s valid blocks."""
 
     def checkpoints_path(self) -> Path:
         """Persistent checkpoints beside the (atomically written) output: `<output>-checkpoints`."""
@@ -570,6 +606,14 @@ class PretrainConfig(StageConfig):
         if self.masking.sop:
             out.append("masking.sop: pretrain trains BertForMaskedLM, which has no sentence-order head; set masking.sop=false")
         out += self.masking.problems()
+        for i, m in enumerate(self.mix):
+            if not 0.0 < m.weight < 1.0:
+                out.append(f"mix[{i}].weight: {m.weight} must be in (0, 1)")
+        total = sum(m.weight for m in self.mix)
+        if self.mix and total >= 1.0:
+            out.append(f"mix: the weights add up to {total:g}; they must leave the main input a share (sum < 1)")
+        if len({m.input for m in self.mix}) < len(self.mix):
+            out.append("mix: an input is listed twice; give it one weight")
         return out
 
 
@@ -1076,6 +1120,13 @@ class ProbeConfig(Section):
     """Texts of the fine-tune valid file it is scored on (never test)."""
 
 
+class ReplayConfig(Section):
+    corpus: str = "general"
+    """The corpus mixed into the domain text (a name under `corpora`)."""
+    weight: float = 0.2
+    """Its share of the pretraining blocks, in (0, 1) (0.2: 80% domain, 20% general)."""
+
+
 class ExperimentConfig(StageConfig):
     """Does continued pretraining help the task, and which masking? Arms x seeds through the stages, one table with intervals."""
 
@@ -1094,7 +1145,7 @@ class ExperimentConfig(StageConfig):
     forgetting: dict[str, Any] | None = None
     """Optional general task (a `finetune` section, e.g. MSRA NER) fine-tuned from the base and from every pretrained arm: did domain pretraining cost general ability?"""
     arms: list[Union[str, ExperimentArm]] = ["none", "general_more", "whole_word"]
-    """none (the base as is), general_more (same budget on `general`: the control), token | whole_word | entity_ngram | span | mixture (domain text, that masking), replay (refused until weighted inputs exist), or {name, corpus, masking}."""
+    """none (the base as is), general_more (same budget on `general`: the control), token | whole_word | entity_ngram | span | mixture (domain text, that masking), replay (domain text with `replay.weight` of `replay.corpus` mixed in, the shared masking), or {name, corpus, masking}."""
     seeds: list[int] = [0, 1, 2]
     """Fine-tune seeds: every arm is fine-tuned once per seed; arms are paired by seed."""
     pretrain_seeds: list[int] = [0]
@@ -1109,6 +1160,8 @@ class ExperimentConfig(StageConfig):
     """Warn when a pretraining arm would pass over its corpus more often than this (tiny corpus for the budget)."""
     confidence: float = 0.95
     """Level of the paired t intervals."""
+    replay: ReplayConfig = ReplayConfig()
+    """The `replay` arm: domain text with this share of another corpus mixed in (pretrain `mix`), the same budget."""
     controls: list[str] = ["none", "general_more"]
     """Arms every other arm is compared with (paired by seed), those of them that are in `arms`; the first one present gives the verdict."""
 
@@ -1118,7 +1171,7 @@ class ExperimentConfig(StageConfig):
     OWNED: typing.ClassVar[dict[str, tuple[str, ...]]] = {
         "corpora": ("output", "run", "seed"),
         "segment": ("model", "input", "output", "run", "seed"),
-        "pretrain": ("model", "input", "output", "run", "seed"),
+        "pretrain": ("model", "input", "output", "run", "seed", "mix"),
         "finetune": ("model", "seed", "seeds", "output", "run"),
         "forgetting": ("model", "seed", "seeds", "output", "run"),
     }
@@ -1168,9 +1221,13 @@ class ExperimentConfig(StageConfig):
                 if arm.endswith("+sop"):
                     out.append(f"arms: '{arm}': pretrain has no sentence-order objective yet (issue 14); drop '+sop'")
                 if base_name == "replay":
-                    out.append("arms: 'replay' mixes domain and general text in one run, which needs pretrain's weighted "
-                               "inputs (issue 13, not built yet); drop it, or add an arm {name: ..., corpus: X} on a "
-                               "corpus X whose input lists both files")
+                    if self.replay.corpus not in self.corpora:
+                        out.append(f"replay.corpus: '{self.replay.corpus}' is not a corpus under corpora "
+                                   f"({', '.join(self.corpora) or 'none defined'})")
+                    elif self.replay.corpus == "domain":
+                        out.append("replay.corpus: the corpus mixed in must not be `domain` itself")
+                    if not 0.0 < self.replay.weight < 1.0:
+                        out.append(f"replay.weight: {self.replay.weight} must be in (0, 1)")
                 needs = {"none": None, "general_more": "general"}.get(base_name, "domain")
                 names.append(arm)
             else:

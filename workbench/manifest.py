@@ -60,7 +60,7 @@ _SAMPLE = 1 << 20
 # Packages whose versions change results; recorded when installed.
 _TRACKED_PACKAGES = (
     "zh-workbench", "torch", "transformers", "tokenizers", "datasets", "pyarrow",
-    "jieba", "deepspeed", "datasketch", "opencc", "pandas", "numpy",
+    "jieba", "deepspeed", "datasketch", "rensa", "opencc", "pandas", "numpy",
 )
 
 

@@ -1,10 +1,16 @@
 """Exact and near-duplicate detection in two passes with flat memory.
 
-Pass 1 (streaming, ``FingerprintWriter``): for each document append to three flat binary
-files in a work directory
+Pass 1 (streaming, in batches, ``Fingerprinter`` → ``FingerprintWriter``): for each
+document append to three flat binary files in a work directory
   - an exact key: 64-bit blake2b of the text, lower-cased, whitespace removed;
-  - a MinHash signature (datasketch, ``num_perm`` uint32) of its character shingles;
+  - a MinHash signature (``num_perm`` uint32) of its character shingles;
   - LSH band keys: one uint64 per band, a random linear hash of the band's rows.
+Signatures come from rensa (Rust MinHash, ``dedup.minhash=rensa``, the default): the
+shingles of a whole batch are hashed at once with numpy (a polynomial hash of the code
+points of every k-character window, then a splitmix64 finaliser) and handed to rensa as one
+flat buffer, so no Python object is made per shingle. ``dedup.minhash=datasketch`` is the
+previous implementation (one datasketch MinHash per document, sha1 per shingle), kept as the
+reference that benchmarks/bench_prepare.py compares the duplicate pairs with.
 Pass 2 (``find_duplicates``) memory-maps those files and, band by band, sorts the keys
 (numpy) to find documents that share a bucket; each candidate pair is verified on the
 full signatures (estimated Jaccard >= threshold) and merged with union-find. The kept
@@ -13,7 +19,7 @@ document of every group is its earliest one in input order.
 Why not datasketch's ``MinHashLSH``: it keeps every band key in Python dicts (~1 KiB per
 document), so memory grows with the corpus; sorting fixed-width keys from memory-mapped
 files costs ~8 bytes per document per band of transient memory instead, and is
-vectorised. datasketch still computes the signatures.
+vectorised.
 """
 
 from __future__ import annotations
@@ -24,8 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from datasketch import MinHash
-
 from workbench.config import DedupConfig
 
 _WS = re.compile(r"\s+")
@@ -38,14 +42,115 @@ def exact_key(text: str) -> int:
 
 
 def shingles(text: str, k: int) -> list[bytes]:
-    norm = _WS.sub("", text).lower()
+    return _shingles_of_norm(_WS.sub("", text).lower(), k)
+
+
+_U64 = np.uint64
+_SPLITMIX = (_U64(30), _U64(0xBF58476D1CE4E5B9), _U64(27), _U64(0x94D049BB133111EB), _U64(31))
+
+
+def _splitmix(h: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser, in place on uint64 (arithmetic wraps mod 2**64)."""
+    a, m1, b, m2, c = _SPLITMIX
+    h ^= h >> a
+    h *= m1
+    h ^= h >> b
+    h *= m2
+    h ^= h >> c
+    return h
+
+
+class Fingerprinter:
+    """Exact keys, MinHash signatures and LSH band keys of a batch of texts (pure: the same
+    texts give the same arrays in any process, any batch size)."""
+
+    def __init__(self, cfg: DedupConfig):
+        self.cfg = cfg
+        rng = np.random.default_rng(12345)  # fixed: keys must not depend on the run's seed
+        self._mult = rng.integers(1, 2**63, size=cfg.num_perm // max(cfg.bands, 1), dtype=np.uint64) | _U64(1)
+        self._coef = rng.integers(1, 2**63, size=cfg.shingle_chars + 1, dtype=np.uint64) | _U64(1)
+        if cfg.near and cfg.minhash == "datasketch":
+            from datasketch import MinHash
+
+            proto = MinHash(num_perm=cfg.num_perm, seed=1)
+            self._ds = (MinHash, proto.permutations, proto.scheme)
+
+    def batch(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        norm = [_WS.sub("", t).lower() for t in texts]
+        exact = np.fromiter((int.from_bytes(hashlib.blake2b(t.encode("utf-8"), digest_size=8).digest(), "little")
+                             for t in norm), dtype=np.uint64, count=len(norm))
+        if not self.cfg.near:
+            return exact, None, None
+        if not norm:
+            return exact, np.zeros((0, self.cfg.num_perm), np.uint32), np.zeros((0, self.cfg.bands), np.uint64)
+        if self.cfg.minhash == "datasketch":
+            sig = self._datasketch(norm)
+        else:
+            sig = self._rensa(norm)
+        # uint64 arithmetic wraps mod 2**64: a cheap universal hash of each band.
+        keys = (sig.reshape(len(norm), self.cfg.bands, -1).astype(np.uint64) * self._mult).sum(axis=2, dtype=np.uint64)
+        return exact, sig, keys
+
+    def _datasketch(self, norm: list[str]) -> np.ndarray:
+        MinHash, perms, scheme = self._ds
+        out = np.empty((len(norm), self.cfg.num_perm), dtype=np.uint32)
+        for i, t in enumerate(norm):
+            m = MinHash(num_perm=self.cfg.num_perm, permutations=perms, scheme=scheme)
+            m.update_batch(_shingles_of_norm(t, self.cfg.shingle_chars))
+            out[i] = m.hashvalues.astype(np.uint32)
+        return out
+
+    def shingle_hashes(self, norm: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """uint64 hashes of every k-character window of each normalised text, flat, with row
+        offsets (a text of k characters or fewer is one token: itself)."""
+        k = self.cfg.shingle_chars
+        lens = np.fromiter((len(t) for t in norm), dtype=np.int64, count=len(norm))
+        codes = np.frombuffer("".join(norm).encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
+        starts = np.zeros(len(norm), dtype=np.int64)
+        np.cumsum(lens[:-1], out=starts[1:])
+        long = lens > k
+        counts = np.where(long, lens - k + 1, 1)
+        offsets = np.zeros(len(norm) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        tokens = np.empty(int(offsets[-1]), dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            if long.any():
+                windows = max(len(codes) - k + 1, 0)
+                h = np.zeros(windows, dtype=np.uint64)
+                for j in range(k):
+                    h += codes[j:j + windows] * self._coef[j]
+                owner = np.repeat(long, counts)
+                pos = np.repeat(starts - offsets[:-1], counts) + np.arange(offsets[-1])
+                tokens[owner] = _splitmix(h)[pos[owner]]
+            short = np.flatnonzero(~long)
+            if len(short):  # a text of k characters or fewer: one token, the hash of all of it
+                padded = np.append(codes, _U64(0))
+                col = np.arange(k)
+                idx = np.where(col < lens[short, None], starts[short, None] + col, len(codes))
+                h = (padded[idx] * self._coef[:k]).sum(axis=1, dtype=np.uint64)
+                h += (lens[short].astype(np.uint64) + _U64(1)) * self._coef[k]  # never equal to a window
+                tokens[offsets[short]] = _splitmix(h)
+        return tokens, offsets.astype(np.uint64)
+
+    def _rensa(self, norm: list[str]) -> np.ndarray:
+        import rensa
+
+        if not norm:
+            return np.zeros((0, self.cfg.num_perm), dtype=np.uint32)
+        tokens, offsets = self.shingle_hashes(norm)
+        matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(tokens, offsets, self.cfg.num_perm, 1)
+        return np.array(matrix.to_rows(), dtype=np.uint32)
+
+
+def _shingles_of_norm(norm: str, k: int) -> list[bytes]:
     if len(norm) <= k:
         return [norm.encode("utf-8")]
     return list({norm[i : i + k].encode("utf-8") for i in range(len(norm) - k + 1)})
 
 
 class FingerprintWriter:
-    """Appends per-document fingerprints to flat files in `workdir` (pass 1)."""
+    """Appends per-document fingerprints (from ``Fingerprinter.batch``) to flat files in
+    `workdir` (pass 1)."""
 
     def __init__(self, workdir: Path, cfg: DedupConfig):
         self.cfg = cfg
@@ -55,25 +160,15 @@ class FingerprintWriter:
         self._exact = open(workdir / "exact.u64", "wb")
         self._near = cfg.near
         if self._near:
-            proto = MinHash(num_perm=cfg.num_perm, seed=1)
-            self._perms, self._scheme = proto.permutations, proto.scheme
-            rng = np.random.default_rng(12345)  # fixed: keys must not depend on the run's seed
-            rows = cfg.num_perm // cfg.bands
-            self._mult = rng.integers(1, 2**63, size=rows, dtype=np.uint64) | np.uint64(1)
             self._sig = open(workdir / "sig.u32", "wb")
             self._bands = open(workdir / "bands.u64", "wb")
 
-    def add(self, text: str) -> None:
-        self._exact.write(np.uint64(exact_key(text)).tobytes())
+    def write(self, exact: np.ndarray, sig: np.ndarray | None, bands: np.ndarray | None) -> None:
+        self._exact.write(np.ascontiguousarray(exact, dtype=np.uint64).tobytes())
         if self._near:
-            m = MinHash(num_perm=self.cfg.num_perm, permutations=self._perms, scheme=self._scheme)
-            m.update_batch(shingles(text, self.cfg.shingle_chars))
-            sig = m.hashvalues.astype(np.uint32)
-            self._sig.write(sig.tobytes())
-            # uint64 arithmetic wraps mod 2**64: a cheap universal hash of each band.
-            keys = (sig.reshape(self.cfg.bands, -1).astype(np.uint64) * self._mult).sum(axis=1, dtype=np.uint64)
-            self._bands.write(keys.tobytes())
-        self.n += 1
+            self._sig.write(np.ascontiguousarray(sig, dtype=np.uint32).tobytes())
+            self._bands.write(np.ascontiguousarray(bands, dtype=np.uint64).tobytes())
+        self.n += len(exact)
 
     def close(self) -> None:
         for f in (self._exact, getattr(self, "_sig", None), getattr(self, "_bands", None)):

@@ -66,6 +66,7 @@ class Arm:
     corpus: str | None            # None: no pretraining (the `none` arm)
     masking: dict[str, Any] = field(default_factory=dict)
     base: str = ""                # the model it starts from
+    replay: tuple[str, float] | None = None  # (corpus mixed in, its share of the blocks)
 
     @property
     def pretrains(self) -> bool:
@@ -83,6 +84,8 @@ def resolve_arms(cfg: ExperimentConfig) -> list[Arm]:
             arms.append(Arm("none", None, {}, cfg.base))
         elif spec == "general_more":
             arms.append(Arm("general_more", "general", shared_masking, cfg.base))
+        elif spec == "replay":
+            arms.append(Arm("replay", "domain", shared_masking, cfg.base, (cfg.replay.corpus, cfg.replay.weight)))
         else:  # a masking strategy on the domain corpus
             arms.append(Arm(spec, "domain", {**shared_masking, "strategy": spec}, cfg.base))
     return arms
@@ -140,10 +143,12 @@ class FileHashes:
 
 
 def fingerprint(cfg, hashes: FileHashes) -> str:
-    """What a cell's output depends on: its config, and for every path it reads the
+    """What a cell's output depends on: its config (less the keys that only decide how it
+    runs, e.g. worker counts), and for every path it reads the
     manifest of a stage output (sha256), or the content (sha256) of a file or of every file
     in a folder of corpus files."""
-    parts = [json.dumps(cfg.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)]
+    parts = [json.dumps(cfg.model_dump(mode="json", exclude=set(cfg.execution_keys)), sort_keys=True,
+                        ensure_ascii=False)]
     for p in sorted({str(p) for p in config_inputs(cfg)}):
         path = Path(p)
         if (path / MANIFEST).is_file():
@@ -239,7 +244,7 @@ def _run(cfg: ExperimentConfig) -> dict[str, Any]:
     # 2. Corpora: prepare each one an arm or the MLM check needs once, and segment it once per
     # tokenizer (per distinct base model) that reads it.
     held_out = {"domain", "general"} & set(cfg.corpora)
-    needed = sorted({a.corpus for a in arms if a.pretrains} | held_out)
+    needed = sorted({a.corpus for a in arms if a.pretrains} | {a.replay[0] for a in arms if a.replay} | held_out)
     segmented: dict[str, dict[str, Path]] = {b: {} for b in bases}   # base → corpus → segment output
     corpus_info: dict[str, Any] = {}
     for name in needed:
@@ -249,7 +254,8 @@ def _run(cfg: ExperimentConfig) -> dict[str, Any]:
         corpus_info[name] = {"input": cfg.corpora[name].get("input"), "documents": (pm.get("counts") or {}).get("splits"),
                              "rejected": (pm.get("counts") or {}).get("rejected_by_reason")}
         for b in bases:
-            if name not in held_out and not any(a.corpus == name and a.base == b for a in arms):
+            if name not in held_out and not any((a.corpus == name or (a.replay and a.replay[0] == name))
+                                                and a.base == b for a in arms):
                 continue
             out = base_dir / ("segmented" if b == cfg.base else f"segmented-{hashlib.sha256(b.encode()).hexdigest()[:10]}")
             seg = derive("segment", cfg.segment, "segment", model=b, input=str(base_dir / "prepared"),
@@ -346,6 +352,8 @@ def _pretrain(runner: Runner, cfg: ExperimentConfig, arm: Arm, p: int, segmented
         steps = max(budget["max_steps"], 1)
         section.update(save_steps=cfg.probe.every, eval_steps=cfg.probe.every,
                        save_total_limit=steps // cfg.probe.every + 2)
+    if arm.replay:
+        section["mix"] = [{"input": str(segmented[arm.replay[0]]), "weight": arm.replay[1]}]
     pre = derive("pretrain", section, "pretrain", model=arm.base, input=str(segmented[arm.corpus]), seed=p,
                  output=str(arm_dir / "pretrain"))
     blocks = ((read_manifest(segmented[arm.corpus]) or {}).get("counts") or {}).get("blocks", {}).get("train") or 0
@@ -360,6 +368,7 @@ def _pretrain(runner: Runner, cfg: ExperimentConfig, arm: Arm, p: int, segmented
     m = runner.cell("pretrain", pre, f"pretrain {arm.name} seed {p}")
     c, x = m.get("counts") or {}, m.get("metrics") or {}
     return str(pre.output_path()), {"arm": arm.name, "seed": p, "corpus": arm.corpus, "masking": arm.masking,
+                                    "mixture": m.get("mixture"),
                                     "steps": c.get("steps"), "tokens_seen": c.get("tokens_seen"),
                                     "epochs": c.get("epochs"), "eval_loss": x.get("eval_loss"),
                                     "wall_s": m.get("wall_time_s"), "checkpoints": str(pre.checkpoints_path())}

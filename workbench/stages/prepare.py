@@ -10,8 +10,10 @@ Output directory (written atomically):
     manifest.json     config, inputs + hashes, counts (in = kept + rejected + duplicates), versions
 
 Flow, with memory that does not grow with the corpus:
-  1. stream every input row → reader rejects / clean → length filters; accepted rows go
-     to an Arrow stream file on disk in batches, their fingerprints to flat files;
+  1. stream every input row in batches (corpus/process.py) → reader rejects / clean →
+     length filters → decontamination → split and fingerprints, on `workers` processes
+     (or a Dask cluster), results taken in input order; accepted rows go to an Arrow
+     stream file on disk, their fingerprints to flat files;
   2. duplicates are found from the memory-mapped fingerprints (corpus/dedup.py);
   3. the non-duplicates are written out per split with datasets.save_to_disk.
 """
@@ -31,60 +33,17 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from workbench.config import PrepareConfig
-from workbench.corpus.clean import Cleaner
 from workbench.corpus.dedup import EXACT, KEEP, NEAR, FingerprintWriter, find_duplicates
-from workbench.corpus.readers import Row, expand_inputs, read_file
-from workbench.corpus.split import SPLITS, split_index
+from workbench.corpus.process import Batch, candidate_schema, effective_workers, excerpt, ordered_map
+from workbench.corpus.readers import expand_inputs, read_file
+from workbench.corpus.split import SPLITS
 from workbench.errors import InputError
 from workbench.manifest import atomic_output_dir, owns_output, write_manifest
 
 log = logging.getLogger("workbench.prepare")
 
-EXCERPT_CHARS = 80
+_excerpt = excerpt
 _BATCH_ROWS = 8192
-
-
-def _excerpt(text: str | None) -> str | None:
-    if text is None:
-        return None
-    return text[:EXCERPT_CHARS] + ("…" if len(text) > EXCERPT_CHARS else "")
-
-
-def _keep_value(value: Any) -> str | None:
-    """keep_fields are stored as strings (JSON for non-strings) so the schema is fixed."""
-    if value is None or isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False)
-
-
-class _CandidateWriter:
-    """Accepted rows → an Arrow IPC stream file, in batches (bounded memory)."""
-
-    def __init__(self, path: Path, keep_fields: list[str]):
-        self.keep_fields = keep_fields
-        fields = [("text", pa.string()), ("source", pa.string()), ("row", pa.int64()), ("line", pa.int64()),
-                  ("file_idx", pa.int32()), ("split", pa.int8())]
-        fields += [(k, pa.string()) for k in keep_fields]
-        self.schema = pa.schema(fields)
-        self._sink = pa.OSFile(str(path), "wb")
-        self._writer = pa.ipc.new_stream(self._sink, self.schema)
-        self._cols: dict[str, list] = {f.name: [] for f in self.schema}
-
-    def add(self, **values: Any) -> None:
-        for name, col in self._cols.items():
-            col.append(values.get(name))
-        if len(self._cols["text"]) >= _BATCH_ROWS:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._cols["text"]:
-            self._writer.write_batch(pa.RecordBatch.from_pydict(self._cols, schema=self.schema))
-            self._cols = {name: [] for name in self._cols}
-
-    def close(self) -> None:
-        self.flush()
-        self._writer.close()
-        self._sink.close()
 
 
 @owns_output("prepare")
@@ -99,67 +58,65 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
     out_dir = cfg.output_path()
     log.info("prepare: %d file(s), %.1f MB → %s", len(files), total_bytes / 1e6, out_dir)
 
-    cleaner = Cleaner(cfg.clean)
-    contamination = None
+    workers = effective_workers(cfg, total_bytes)
     if cfg.exclude.files:
         from workbench.corpus.exclude import Contamination
 
-        eval_cleaner = Cleaner(cfg.clean)  # the corpus's cleaning, its own counts
+        # Built here once to fail early on a bad path and to say how much is excluded; each
+        # worker builds its own copy.
+        from workbench.corpus.clean import Cleaner
+
+        eval_cleaner = Cleaner(cfg.clean)
         contamination = Contamination(cfg.exclude.files, cfg.exclude.text_fields, cfg.exclude.ngram,
                                       lambda t: eval_cleaner.clean(t)[0])
         log.info("prepare: excluding text of %d evaluation texts from %d file(s) (%d-char overlap)",
                  contamination.texts, len(cfg.exclude.files), cfg.exclude.ngram)
+        del contamination
+    log.info("prepare: %s engine, %d worker process(es)", cfg.engine,
+             workers if cfg.engine == "local" or not cfg.scheduler else 0)
     counts: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
+    cleaning_edits: Counter[str] = Counter()
     file_stats = []
-    per_file: list[Counter[str]] = []
+    per_file: list[Counter[str]] = [Counter() for _ in files]
+    keep = cfg.read.keep_fields
 
     with atomic_output_dir(out_dir) as tmp:
         work = tmp / "_work"
         work.mkdir()
         fingerprints = FingerprintWriter(work / "fingerprints", cfg.dedup)
-        candidates = _CandidateWriter(work / "candidates.arrow", cfg.read.keep_fields)
-
-        # ---- 1. stream, reject, clean, fingerprint
-        with open(tmp / "rejects.jsonl", "w", encoding="utf-8") as rejects, \
+        schema = candidate_schema(keep)
+        with pa.OSFile(str(work / "candidates.arrow"), "wb") as sink, pa.ipc.new_stream(sink, schema) as candidates, \
+                open(tmp / "rejects.jsonl", "w", encoding="utf-8") as rejects, \
                 tqdm(total=total_bytes, unit="B", unit_scale=True, desc="prepare", disable=None, mininterval=1) as bar:
 
-            def reject(r: Row, reason: str, detail: str, text: str | None) -> None:
-                reasons[reason] += 1
-                per_file[-1]["rejected"] += 1
-                rejects.write(json.dumps({"file": r.source, "row": r.row, "line": r.line, "reason": reason,
-                                          "detail": detail, "excerpt": _excerpt(text)}, ensure_ascii=False) + "\n")
+            def batches():
+                # ---- 1. stream the rows, in batches that never span two files
+                for file_idx, path in enumerate(files):
+                    stats, rows = read_file(path, cfg.read, bar.update)
+                    file_stats.append(stats)
+                    source, buf = str(path), []
+                    for r in rows:
+                        source = r.source
+                        buf.append((r.row, r.line, r.text, r.reject, r.detail, [r.fields.get(k) for k in keep]))
+                        if len(buf) >= cfg.batch_rows:
+                            yield Batch(file_idx, source, buf)
+                            buf = []
+                    if buf:
+                        yield Batch(file_idx, source, buf)
 
-            for file_idx, path in enumerate(files):
-                stats, rows = read_file(path, cfg.read, bar.update)
-                file_stats.append(stats)
-                per_file.append(Counter())
-                for r in rows:
-                    counts["in"] += 1
-                    per_file[-1]["in"] += 1
-                    if r.reject:
-                        reject(r, r.reject, r.detail, r.text)
-                        continue
-                    text, reason = cleaner.clean(r.text)
-                    if reason:
-                        detail = {"empty": "nothing left after cleaning",
-                                  "too_short": f"{len(text)} chars < clean.min_chars={cfg.clean.min_chars}",
-                                  "too_long": f"{len(text)} chars > clean.max_chars={cfg.clean.max_chars}",
-                                  "low_cjk_ratio": f"CJK share below clean.min_cjk_ratio={cfg.clean.min_cjk_ratio}"}[reason]
-                        reject(r, reason, detail, r.text)
-                        continue
-                    if contamination is not None:
-                        hit = contamination.match(text)
-                        if hit is not None:
-                            reject(r, "eval_overlap", f"shares text with evaluation data {hit} "
-                                   f"(prepare.exclude)", r.text)
-                            continue
-                    fingerprints.add(text)
-                    split = split_index(text, cfg.seed, cfg.split.valid_fraction, cfg.split.test_fraction)
-                    candidates.add(text=text, source=r.source, row=r.row, line=r.line, file_idx=file_idx, split=split,
-                                   **{k: _keep_value(r.fields.get(k)) for k in cfg.read.keep_fields})
+            for res in ordered_map(cfg, batches(), workers):
+                counts["in"] += res.rows
+                per_file[res.file_idx]["in"] += res.rows
+                per_file[res.file_idx]["rejected"] += len(res.rejects)
+                reasons.update(res.reasons)
+                cleaning_edits.update(res.cleaning_edits)
+                if res.rejects:
+                    rejects.write("\n".join(res.rejects) + "\n")
+                if res.candidates.num_rows:
+                    candidates.write_batch(res.candidates)
+                fingerprints.write(res.exact, res.sig, res.bands)
         fingerprints.close()
-        candidates.close()
         n = fingerprints.n
         if counts["in"] == 0:
             raise InputError(", ".join(map(str, files)), "no input rows at all", "check prepare.input and prepare.read")
@@ -201,7 +158,7 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
             "rejected_by_reason": dict(sorted(reasons.items())),
             "splits": {s: len(d) for s, d in splits.items()},
             "blank_lines_skipped": sum(s.blank_lines for s in file_stats),
-            "cleaning_edits": dict(sorted(cleaner.counts.items())),
+            "cleaning_edits": dict(sorted(cleaning_edits.items())),
         }
         if counts_out["in"] != counts_out["kept"] + counts_out["rejected"] + counts_out["duplicates"]:
             raise RuntimeError(f"prepare lost rows (a bug, please report): {counts_out}")
@@ -213,6 +170,8 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
             seed=cfg.seed, started=started, finished=time.time(),
             # datasets writes a fresh random fingerprint into state.json on every run.
             hash_exclude=tuple(f"dataset/{s}/state.json" for s in splits),
+            extra={"execution": {"engine": cfg.engine, "workers": workers if not cfg.scheduler else None,
+                                 "scheduler": cfg.scheduler, "batch_rows": cfg.batch_rows}},
         )
     _print_summary(manifest, out_dir)
     return manifest

@@ -70,6 +70,8 @@ class StepSeededCollator:
         self.inner, self.seed, self.stream, self.rank = inner, seed, stream, rank
         self.batches_before = 0  # global batch number of the first batch of this pass
         self.calls = 0           # batches collated in this pass by this process
+        self.mix_seen: dict[int, np.ndarray] = {}  # batch number → blocks per mixture source (replay)
+        self.mix_sources = 0
 
     def start_pass(self, batches_before: int) -> None:
         """Called before the DataLoader is iterated; DataLoader workers get a copy of this state."""
@@ -84,6 +86,10 @@ class StepSeededCollator:
         else:  # worker w of W collates batches w, w + W, w + 2W, ... of the pass
             index = self.batches_before + self.calls * worker.num_workers + worker.id
         self.calls += 1
+        if examples and "mix_source" in examples[0]:
+            sources = [e.pop("mix_source") for e in examples]
+            if self.mix_sources:
+                self.mix_seen[index] = np.bincount(sources, minlength=self.mix_sources)
         self.inner.reseed(self.seed, self.stream, self.rank, index)
         return self.inner(examples)
 
@@ -263,6 +269,97 @@ def _own_checkpoints(directory: Path) -> bool:
     return (directory / "pretrain_config.json").is_file() or any(directory.glob("checkpoint-*"))
 
 
+def largest_remainder(weights: list[float], total: int) -> list[int]:
+    """Integers proportional to `weights` that add up to `total` (Hamilton's method)."""
+    raw = [w * total for w in weights]
+    out = [int(math.floor(r)) for r in raw]
+    for i in sorted(range(len(raw)), key=lambda i: (out[i] - raw[i], i))[: total - sum(out)]:
+        out[i] += 1
+    return out
+
+
+def mixed_train_set(cfg: PretrainConfig, primary, primary_name: str, model_vocab_check, world_size: int):
+    """Replay: the main train blocks and each `mix` input's, drawn in their weights' shares.
+
+    The run's blocks are fixed up front: N = max_steps x batch x grad_accum x devices (one
+    pass of the Trainer's sampler is exactly the run), or, for epoch-based runs, enough for
+    the main input to be seen once per epoch. Each source gives round(weight x N) blocks
+    (largest remainder), drawn without replacement from seeded permutations of its blocks
+    (a source smaller than its share is repeated, a larger one sampled). The Trainer's
+    sampler shuffles them as usual, so order, masks and resume are exactly those of a plain
+    run over this set. A `mix_source` column tells the collator which source each block came
+    from; it counts them per batch (the achieved mixture in the manifest)."""
+    import datasets
+
+    weights = [1.0 - sum(m.weight for m in cfg.mix)] + [m.weight for m in cfg.mix]
+    sources = [(primary_name, primary)]
+    for i, m in enumerate(cfg.mix):
+        path = Path(m.input)
+        upstream = require_stage_output(path, "segment", needed_by=f"pretrain (mix[{i}])")
+        model_vocab_check(path, upstream)
+        dd = load_stage_dataset(path, needed_by=f"pretrain (mix[{i}])", manifest=upstream)
+        if "train" not in dd or len(dd["train"]) == 0:
+            raise StageInputError(f"pretrain: mix[{i}] {path} has no train blocks")
+        sources.append((str(path), dd["train"]))
+    columns = primary.column_names
+    for name, ds in sources[1:]:
+        missing = [c for c in columns if c not in ds.column_names]
+        if missing:
+            raise StageInputError(
+                f"pretrain: mix input {name} has no column(s) {missing} that the main input {primary_name} has\n"
+                f"  fix: segment both with the same settings (pairs, entities) so their blocks carry the same fields")
+        for c in columns:
+            if ds.features[c] != primary.features[c]:
+                raise StageInputError(f"pretrain: column '{c}' of mix input {name} is {ds.features[c]}, but "
+                                      f"{primary.features[c]} in {primary_name}; segment both with the same version")
+    per_step = cfg.batch_size * cfg.grad_accum * world_size
+    if cfg.max_steps > 0:
+        total = cfg.max_steps * per_step
+    else:
+        total = math.ceil(len(primary) / weights[0])
+    want = largest_remainder(weights, total)
+    picks, offset = [], 0
+    for k, ((name, ds), n) in enumerate(zip(sources, want)):
+        rng = np.random.default_rng([cfg.seed, 0x6D6978, k])  # "mix"
+        chunks, left = [], n
+        while left > 0:
+            chunk = rng.permutation(len(ds))[:left]
+            chunks.append(chunk)
+            left -= len(chunk)
+        picks.append((np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)) + offset)
+        offset += len(ds)
+    parts = [ds.select_columns(columns).add_column("mix_source", np.full(len(ds), k, dtype=np.int8))
+             for k, (_, ds) in enumerate(sources)]
+    mixed = datasets.concatenate_datasets(parts).select(np.concatenate(picks))
+    info = {"sources": [name for name, _ in sources], "target": weights, "blocks_planned": want,
+            "source_blocks": [len(ds) for _, ds in sources],
+            "repeats": [round(n / max(len(ds), 1), 3) for (_, ds), n in zip(sources, want)]}
+    return mixed, info
+
+
+def _mixture_callback(collator: StepSeededCollator, grad_accum: int, committed: np.ndarray):
+    """Folds the batches of every finished optimizer step into `committed` and writes it into
+    each checkpoint (mixture.json), so a resumed run continues the count exactly."""
+    from transformers import TrainerCallback
+
+    class MixtureCount(TrainerCallback):
+        def fold(self, step: int) -> None:
+            for index in [i for i in collator.mix_seen if i < step * grad_accum]:
+                committed[:] += collator.mix_seen.pop(index)
+
+        def on_save(self, args, state, control, **kwargs):
+            self.fold(state.global_step)
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if ckpt.is_dir() and args.process_index == 0:
+                (ckpt / "mixture.json").write_text(json.dumps({"step": state.global_step,
+                                                               "blocks": committed.tolist()}) + "\n")
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.fold(state.global_step)
+
+    return MixtureCount()
+
+
 @owns_output("pretrain")
 def run(cfg: PretrainConfig, *, callbacks: list | None = None) -> dict[str, Any]:
     """Train, then write the output dir. `callbacks`: extra TrainerCallbacks (tests use one to
@@ -362,8 +459,22 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
     MLMTrainer, CollatorPass = _trainer_classes()
     train_collator = StepSeededCollator(MaskingCollator(cfg.masking, tok, seed=cfg.seed), cfg.seed, TRAIN_STREAM,
                                         args.process_index)
+    mixture, mix_counted = None, None
+    if cfg.mix:
+        train_ds, mixture = mixed_train_set(
+            cfg, train_ds, str(in_dir),
+            lambda path, up: check_blocks_vocab(path, up, cfg.model, tok, needed_by="pretrain (mix)"), args.world_size)
+        train_collator.mix_sources = len(mixture["sources"])
+        mix_counted = np.zeros(len(mixture["sources"]), dtype=np.int64)
+        if resume_from is not None and (resume_from / "mixture.json").is_file():
+            mix_counted += np.array(json.loads((resume_from / "mixture.json").read_text())["blocks"], dtype=np.int64)
+        log.info("pretrain: replay mixture %s over %s blocks (%s)", ", ".join(
+            f"{n} {w:.0%}" for n, w in zip(mixture["sources"], mixture["target"])), f"{len(train_ds):,}",
+            ", ".join(f"{b:,} drawn from {t:,}" for b, t in zip(mixture["blocks_planned"], mixture["source_blocks"])))
     eval_collator = eval_mask_collator(cfg.masking, tok, cfg.seed, args.process_index)
     all_callbacks = [CollatorPass(train_collator), *(callbacks or [])]
+    if mixture is not None and cfg.dataloader_workers == 0:
+        all_callbacks.append(_mixture_callback(train_collator, cfg.grad_accum, mix_counted))
     if early:
         all_callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     # TensorBoardCallback reads its log dir from the environment when the Trainer is built.
@@ -452,6 +563,8 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
         manifest = write_manifest(
             tmp, stage="pretrain", config=cfg.model_dump(mode="json"),
             inputs=[{"path": str(in_dir), "stage": "segment", "manifest_sha256": sha256_file(in_dir / MANIFEST)},
+                    *[{"path": m.input, "stage": "segment", "role": "mix", "weight": m.weight,
+                       "manifest_sha256": sha256_file(Path(m.input) / MANIFEST)} for m in cfg.mix],
                     {"model": cfg.model}],
             counts=counts, seed=cfg.seed, started=started, finished=time.time(),
             hash_exclude=("loss.png", "metrics.json"),
@@ -464,6 +577,7 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
                 "checkpoints": str(ckpt_dir),
                 "precision": precision,
                 "device": "cuda" if cuda else "cpu",
+                "mixture": _mixture_report(mixture, mix_counted, cfg, args.world_size),
             },
         )
     _leave_process_group()
@@ -540,6 +654,24 @@ def _plot(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _mixture_report(mixture: dict | None, counted: np.ndarray | None, cfg: PretrainConfig, world_size: int):
+    if mixture is None:
+        return None
+    out = {**mixture}
+    if cfg.dataloader_workers or counted is None:
+        out["blocks_trained"] = None
+        out["note"] = "dataloader_workers > 0: blocks are collated in worker processes and not counted"
+        return out
+    total = int(counted.sum())
+    out["blocks_trained"] = counted.tolist()
+    out["achieved"] = [round(int(c) / total, 5) if total else None for c in counted]
+    out["max_abs_deviation"] = (round(max(abs(int(c) / total - w) for c, w in zip(counted, mixture["target"])), 5)
+                                if total else None)
+    if world_size > 1:
+        out["note"] = f"counted on rank 0 (its 1/{world_size} of the blocks)"
+    return out
+
+
 def _print_summary(m: dict[str, Any], out_dir: Path) -> None:
     c, x = m["counts"], m["metrics"]
 
@@ -552,4 +684,9 @@ def _print_summary(m: dict[str, Any], out_dir: Path) -> None:
           f"(step {c['last_train_loss_step']}), mean {f(x['train_loss'], '.3f')}\n"
           f"  eval: loss {f(x['eval_loss'], '.4f')}, perplexity {f(x['eval_perplexity'], '.2f')}, "
           f"masked accuracy {f(x['eval_masked_accuracy'], '.2%')}"
-          + ("\n  WARNING: the MLM head was newly initialised" if m["mlm_head_reinitialised"] else ""))
+          + ("\n  WARNING: the MLM head was newly initialised" if m["mlm_head_reinitialised"] else "")
+          + (("\n  replay mixture: " + ", ".join(
+              f"{Path(s).name if len(s) > 40 else s} {w:.1%} → {a:.1%}" if a is not None else f"{s} {w:.1%}"
+              for s, w, a in zip(m["mixture"]["sources"], m["mixture"]["target"],
+                                 m["mixture"].get("achieved") or [None] * len(m["mixture"]["sources"]))))
+             if m.get("mixture") else ""))

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from workbench.config import SegmentConfig
+from workbench.corpus.process import default_workers
 from workbench.errors import StageInputError
 from workbench.manifest import (MANIFEST, atomic_output_dir, owns_output, load_stage_dataset,
                                 require_stage_output, sha256_file, verify_model_dir, write_manifest)
@@ -124,7 +125,8 @@ def run(cfg: SegmentConfig) -> dict[str, Any]:
     else:
         seg = Segmenter(cfg.backend, cfg.lexicons, cfg.entity_pos, cfg.posseg)
     encoder = _BatchEncoder(tok, seg, cfg)
-    if cfg.num_proc > 1:
+    num_proc = cfg.num_proc or (default_workers() if sum(n_docs.values()) >= 2000 else 1)
+    if num_proc > 1:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # forked workers + rust threads deadlock
     run_key = hashlib.sha256(json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
     out_dir = cfg.output_path()
@@ -143,7 +145,7 @@ def run(cfg: SegmentConfig) -> dict[str, Any]:
                 continue
             out[name] = ds.with_format("arrow").map(
                 encoder, batched=True, batch_size=cfg.batch_size, with_indices=True,
-                num_proc=cfg.num_proc if cfg.num_proc > 1 and len(ds) > cfg.batch_size else None,
+                num_proc=num_proc if num_proc > 1 and len(ds) > cfg.batch_size else None,
                 remove_columns=ds.column_names, features=encoder.features, desc=f"segment {name}",
                 cache_file_name=str(cache / f"{name}.arrow"), new_fingerprint=f"{run_key}-{name}",
             ).with_format(None)
@@ -164,6 +166,7 @@ def run(cfg: SegmentConfig) -> dict[str, Any]:
             counts=counts, seed=cfg.seed, started=started, finished=time.time(),
             hash_exclude=tuple(f"dataset/{s}/state.json" for s in dd),
             extra={
+                "execution": {"num_proc": num_proc},
                 "tokenizer": {"model": cfg.model, "class": type(tok).__name__, "vocab_size": len(tok),
                               "vocab_sha256": vocab_fingerprint(tok), "char_map": char_map},
                 "entity_types": seg.entity_types,
