@@ -208,10 +208,26 @@ def test_dask_cluster_gives_the_local_output(tmp_path, review_lines):
             Client(cluster) as client:
         m = _run(tmp_path, "dask", *common, "engine=dask", f"scheduler={cluster.scheduler_address}")
         assert len(client.scheduler_info()["workers"]) == 2
-    assert m["execution"] == {"engine": "dask", "workers": None, "scheduler": cluster.scheduler_address,
-                              "batch_rows": 200}
+    assert {k: v for k, v in m["execution"].items() if k != "main_process_cpu_s"} == {
+        "engine": "dask", "workers": None, "scheduler": cluster.scheduler_address, "batch_rows": 200}
     _run(tmp_path, "dask_own", *common, "engine=dask", "workers=2")
     local = _everything(tmp_path / "local")
     assert _everything(tmp_path / "dask") == local
     assert _everything(tmp_path / "dask_own") == local
     assert local["counts"]["duplicates_near"] >= 10
+
+
+def test_output_is_written_in_shards_listed_by_the_manifest(tmp_path, review_lines):
+    corpus = tmp_path / "a.txt"
+    corpus.write_text("\n".join(review_lines) + "\n", encoding="utf-8")
+    one = _run(tmp_path, "one", f"input={corpus}", "split.valid_fraction=0.1")
+    many = _run(tmp_path, "many", f"input={corpus}", "split.valid_fraction=0.1", "shard_size=40KB")
+    assert one["shards"]["train"] == ["data-00000-of-00001.arrow"]
+    assert len(many["shards"]["train"]) >= 3
+    for name in many["shards"]["train"]:
+        assert f"dataset/train/{name}" in many["files"]
+        assert (tmp_path / "many" / "dataset" / "train" / name).stat().st_size < 80_000
+    assert _texts(tmp_path / "one") == _texts(tmp_path / "many") and one["counts"] == many["counts"]
+    with pytest.raises(Exception) as e:
+        load_stage_config("prepare", None, [f"input={corpus}", "shard_size=lots"])
+    assert "shard_size: 'lots' is not a size" in str(e.value)

@@ -348,3 +348,13 @@ def test_replay_refuses_bad_weights_and_foreign_vocabularies(chain, other_segmen
     with pytest.raises(StageInputError) as e:  # a prepare output is not a segment output
         _pretrain(chain, tmp_path / "x", "max_steps=2", f"mix=[{{input: {chain / 'prepared'}, weight: 0.2}}]")
     assert "segment" in str(e.value)
+
+
+def test_pretrain_reads_a_segment_output_written_in_shards(chain, tmp_path):
+    from workbench.stages import segment
+
+    m = segment.run(_cfg("segment", f"input={chain / 'prepared'}", f"model={chain / 'base-model'}",
+                         f"output={tmp_path / 'seg'}", "max_seq_length=64", "shard_size=16KB"))
+    assert len(m["shards"]["train"]) >= 3
+    p = _pretrain(chain, tmp_path / "p", f"input={tmp_path / 'seg'}", "max_steps=2", "batch_size=8")
+    assert p["counts"]["train_blocks"] == m["counts"]["blocks"]["train"]

@@ -230,12 +230,15 @@ def test_stage_end_to_end(tmp_path, model_dir, review_lines):
     assert set(dd) == {"train", "valid"}
     assert dd["train"].features["input_ids"].feature.dtype == "uint16"
     assert (out / "tokenizer" / "tokenizer.json").exists()
-    # 2 worker processes give the same blocks (packing is per batch: same batch_size).
-    m2 = segment(load_stage_config("segment", None, [f"run={tmp_path / 'run'}", f"model={model_dir}",
-                                                     "max_seq_length=64", f"output={tmp_path / 'seg2'}",
-                                                     "num_proc=2", "batch_size=32"]))
-    assert m2["counts"] == m["counts"]
-    assert m2["outputs"]["dataset/train/data-00000-of-00001.arrow"] == m["outputs"]["dataset/train/data-00000-of-00001.arrow"]
+    # 2 and 3 worker processes give the same blocks (packing is per batch: the batches are cut
+    # at the same rows; 3 processes split the rows where datasets' own sharding would not).
+    for procs in (2, 3):
+        m2 = segment(load_stage_config("segment", None, [f"run={tmp_path / 'run'}", f"model={model_dir}",
+                                                         "max_seq_length=64", f"output={tmp_path / f'seg{procs}'}",
+                                                         f"num_proc={procs}", "batch_size=32"]))
+        assert m2["counts"] == m["counts"] and m2["execution"]["num_proc"] == procs
+        assert m2["outputs"]["dataset/train/data-00000-of-00001.arrow"] == \
+            m["outputs"]["dataset/train/data-00000-of-00001.arrow"]
 
 
 def test_stage_refuses_bad_inputs(tmp_path, model_dir, review_lines):
@@ -342,3 +345,21 @@ def test_posseg_is_the_default_and_works_with_either_backend():
     words, types = got["rjieba"]
     assert "".join(words) == text
     assert dict(zip(words, types))["王小明"] == "PER"
+
+
+def test_packing_of_short_documents_does_not_depend_on_num_proc(tmp_path, model_dir, review_lines):
+    """Short documents are packed several to a block, per batch: with 1, 2 and 3 processes
+    (row ranges that do not fall on datasets' own shard boundaries) the blocks are identical."""
+    corpus = tmp_path / "short.txt"
+    corpus.write_text("\n".join(t[:14] for t in dict.fromkeys(review_lines) if len(t) > 14)[:200_000],
+                      encoding="utf-8")
+    prepare(load_stage_config("prepare", None, [f"input={corpus}", f"output={tmp_path / 'p'}",
+                                                "split.valid_fraction=0", "dedup.near=false"]))
+    blocks = {}
+    for procs in (1, 2, 3):
+        m = segment(load_stage_config("segment", None, [f"input={tmp_path / 'p'}", f"model={model_dir}",
+                                                        f"output={tmp_path / f's{procs}'}", "max_seq_length=128",
+                                                        "batch_size=50", f"num_proc={procs}"]))
+        blocks[procs] = datasets.load_from_disk(str(tmp_path / f"s{procs}" / "dataset"))["train"]["input_ids"]
+        assert m["counts"]["blocks"]["train"] < m["counts"]["documents"]["train"] / 3  # really packed
+    assert blocks[1] == blocks[2] == blocks[3]

@@ -55,6 +55,24 @@ def _as_list(value: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- stages
+def shard_bytes(size: str) -> int:
+    """'500MB' / '2GB' / '64KiB' / '1000000' → bytes (decimal units, KiB/MiB/GiB binary)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*", size, flags=re.IGNORECASE)
+    if not m:
+        raise ValueError(size)
+    units = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+             "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+    return int(float(m.group(1)) * units[(m.group(2) or "B").lower()])
+
+
+def _shard_size_problems(size: str) -> list[str]:
+    try:
+        n = shard_bytes(size)
+    except ValueError:
+        return [f"shard_size: '{size}' is not a size; write e.g. 500MB, 2GB or 256MiB"]
+    return [] if n >= 1 else [f"shard_size: '{size}' must be at least 1 byte"]
+
+
 class StageConfig(Section):
     """Keys every stage has. ``run`` and ``seed`` may also be set at the file's top level."""
 
@@ -289,6 +307,8 @@ class PrepareConfig(StageConfig):
     null starts a local cluster for the run."""
     batch_rows: int = 2048
     """Rows per batch handed to a worker (memory per batch in flight; not the output)."""
+    shard_size: str = "500MB"
+    """Largest Arrow shard of the output dataset (e.g. 500MB, 2GB); the manifest lists the shards."""
 
     @field_validator("input", mode="before")
     @classmethod
@@ -305,6 +325,7 @@ class PrepareConfig(StageConfig):
             out.append(f"workers: {self.workers} must be >= 1 (or null for every core)")
         if self.batch_rows < 1:
             out.append(f"batch_rows: {self.batch_rows} must be >= 1")
+        out += _shard_size_problems(self.shard_size)
         if self.scheduler and self.engine != "dask":
             out.append("scheduler: only used with engine=dask; set engine=dask or drop scheduler")
         return out
@@ -352,6 +373,8 @@ class SegmentConfig(StageConfig):
     """Worker processes for segmentation (datasets.map num_proc); null: every core this process may use (one for fewer than 2,000 documents). The output is the same for any value."""
     batch_size: int = 1000
     """Documents per map batch: jieba cuts a batch in one call and the alignment is vectorised per batch, so larger batches amortise per-call costs."""
+    shard_size: str = "500MB"
+    """Largest Arrow shard of the output dataset (e.g. 500MB, 2GB); the manifest lists the shards."""
 
     def problems(self) -> list[str]:
         out = []
@@ -359,6 +382,7 @@ class SegmentConfig(StageConfig):
             out.append("max_seq_length: must be at least 8")
         if (self.num_proc is not None and self.num_proc < 1) or self.batch_size < 1:
             out.append("num_proc and batch_size must be >= 1 (num_proc may be null: every core)")
+        out += _shard_size_problems(self.shard_size)
         if self.backend == "discovered" and not self.words:
             out.append("words: backend=discovered needs the words.json from `remap` (words=vocab_maps/<name>/words.json)")
         if self.words and self.backend != "discovered":

@@ -698,3 +698,14 @@ def accept_changes(directory: str | Path, reason: str) -> dict[str, Any]:
     manifest["manifest_version"] = max(MANIFEST_VERSION, manifest.get("manifest_version", 0))
     dump_manifest(directory, manifest)
     return entry
+
+
+def save_shards(dd, path: str | Path, shard_size: str) -> None:
+    """``DatasetDict.save_to_disk`` in Arrow shards of at most `shard_size` (e.g. "500MB")
+    per split. An empty split gets one (empty) shard: datasets writes zero shards for it,
+    which load_from_disk cannot read back (datasets 5.2)."""
+    from workbench.config import shard_bytes
+
+    limit = shard_bytes(shard_size)
+    dd.save_to_disk(str(path), num_shards={k: max(1, -(-d.data.nbytes // limit)) if len(d) else 1
+                                           for k, d in dd.items()})

@@ -38,7 +38,7 @@ from workbench.corpus.process import Batch, candidate_schema, effective_workers,
 from workbench.corpus.readers import expand_inputs, read_file
 from workbench.corpus.split import SPLITS
 from workbench.errors import InputError
-from workbench.manifest import atomic_output_dir, owns_output, write_manifest
+from workbench.manifest import atomic_output_dir, owns_output, save_shards, write_manifest
 
 log = logging.getLogger("workbench.prepare")
 
@@ -52,7 +52,7 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
 
     datasets.disable_progress_bars()  # our own bar covers the input; saving is quick
 
-    started = time.time()
+    started, cpu_started = time.time(), time.process_time()
     files = expand_inputs(cfg.input)
     total_bytes = sum(f.stat().st_size for f in files)
     out_dir = cfg.output_path()
@@ -141,10 +141,7 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
         for s in wanted:
             idx = np.flatnonzero(kept_mask & (split_col == SPLITS.index(s)))
             splits[s] = cand.select(idx).remove_columns(internal)
-        # datasets writes an empty split with zero shards, which load_from_disk cannot read
-        # back (datasets 5.2): give empty splits one (empty) shard.
-        datasets.DatasetDict(splits).save_to_disk(
-            str(tmp / "dataset"), num_shards={s: 1 for s, d in splits.items() if len(d) == 0})
+        save_shards(datasets.DatasetDict(splits), tmp / "dataset", cfg.shard_size)
         del cand
         shutil.rmtree(work)
 
@@ -171,7 +168,10 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
             # datasets writes a fresh random fingerprint into state.json on every run.
             hash_exclude=tuple(f"dataset/{s}/state.json" for s in splits),
             extra={"execution": {"engine": cfg.engine, "workers": workers if not cfg.scheduler else None,
-                                 "scheduler": cfg.scheduler, "batch_rows": cfg.batch_rows}},
+                                 "scheduler": cfg.scheduler, "batch_rows": cfg.batch_rows,
+                                 # CPU of this (reading / writing) process alone: its ceiling on many cores
+                                 "main_process_cpu_s": round(time.process_time() - cpu_started, 2)},
+                   "shards": {s: sorted(p.name for p in (tmp / "dataset" / s).glob("data-*.arrow")) for s in splits}},
         )
     _print_summary(manifest, out_dir)
     return manifest

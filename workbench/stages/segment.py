@@ -33,7 +33,7 @@ import numpy as np
 from workbench.config import SegmentConfig
 from workbench.corpus.process import default_workers
 from workbench.errors import StageInputError
-from workbench.manifest import (MANIFEST, atomic_output_dir, owns_output, load_stage_dataset,
+from workbench.manifest import (MANIFEST, atomic_output_dir, owns_output, load_stage_dataset, save_shards,
                                 require_stage_output, sha256_file, verify_model_dir, write_manifest)
 from workbench.segment.blocks import BlockBuilder, encode_docs, render_block
 from workbench.segment.fast_tokenize import FastChineseEncoder
@@ -97,6 +97,59 @@ class _BatchEncoder:
         return pa.Table.from_pylist(blocks, schema=self.features.arrow_schema)
 
 
+def _shards(dataset_dir: Path) -> dict[str, list[str]]:
+    """The Arrow shard files of each split, in order (datasets' naming)."""
+    return {split.name: sorted(p.name for p in split.glob("data-*.arrow"))
+            for split in sorted(dataset_dir.iterdir()) if split.is_dir()}
+
+
+_FORKED: dict[str, Any] = {}
+
+
+def _encode_range(job: tuple[int, int, str, str]) -> str:
+    """In a forked worker: map rows [start, stop) of the split (inherited, not pickled) in
+    batches that start at multiples of batch_size counted from row 0 of the split."""
+    start, stop, path, fingerprint = job
+    ds, encoder, batch_size = _FORKED["ds"], _FORKED["encoder"], _FORKED["batch_size"]
+    part = ds.select(range(start, stop))
+    part.with_format("arrow").map(
+        lambda batch, idx: encoder(batch, [i + start for i in idx]), batched=True, batch_size=batch_size,
+        with_indices=True, remove_columns=ds.column_names, features=encoder.features, cache_file_name=path,
+        new_fingerprint=fingerprint, desc=None)
+    return path
+
+
+def _encode_split(ds, encoder, batch_size: int, num_proc: int, cache: Path, name: str, run_key: str):
+    """Blocks of one split. Packing works per batch of documents, so the batches are cut at
+    the same rows whatever `num_proc` is: row ranges of whole batches (datasets' own
+    num_proc shards at row counts that are not multiples of the batch, which changed the
+    blocks with the number of processes), mapped in forked workers and concatenated in
+    order. The output is identical for any num_proc."""
+    import datasets
+
+    n_batches = -(-len(ds) // batch_size)
+    procs = min(num_proc, n_batches)
+    if procs <= 1:
+        return ds.with_format("arrow").map(
+            encoder, batched=True, batch_size=batch_size, with_indices=True, remove_columns=ds.column_names,
+            features=encoder.features, desc=f"segment {name}", cache_file_name=str(cache / f"{name}.arrow"),
+            new_fingerprint=f"{run_key}-{name}").with_format(None)
+    import multiprocessing
+
+    per = -(-n_batches // procs)
+    jobs = [(i * per * batch_size, min((i + 1) * per * batch_size, len(ds)), str(cache / f"{name}-{i:05d}.arrow"),
+             f"{run_key}-{name}-{i}") for i in range(procs) if i * per * batch_size < len(ds)]
+    _FORKED.update(ds=ds, encoder=encoder, batch_size=batch_size)
+    try:
+        # fork: the workers inherit the tokenizer, jieba's dictionary and the memory-mapped split.
+        with multiprocessing.get_context("fork").Pool(len(jobs)) as pool:
+            paths = pool.map(_encode_range, jobs, chunksize=1)
+    finally:
+        _FORKED.clear()
+    log.info("segment %s: %d documents in %d row ranges on %d processes", name, len(ds), len(jobs), len(jobs))
+    return datasets.concatenate_datasets([datasets.Dataset.from_file(p) for p in paths])
+
+
 @owns_output("segment")
 def run(cfg: SegmentConfig) -> dict[str, Any]:
     import datasets
@@ -143,14 +196,9 @@ def run(cfg: SegmentConfig) -> dict[str, Any]:
             if len(ds) == 0:  # e.g. train of an all-valid set: map would return it with no columns at all
                 out[name] = datasets.Dataset.from_dict({k: [] for k in encoder.features}, features=encoder.features)
                 continue
-            out[name] = ds.with_format("arrow").map(
-                encoder, batched=True, batch_size=cfg.batch_size, with_indices=True,
-                num_proc=num_proc if num_proc > 1 and len(ds) > cfg.batch_size else None,
-                remove_columns=ds.column_names, features=encoder.features, desc=f"segment {name}",
-                cache_file_name=str(cache / f"{name}.arrow"), new_fingerprint=f"{run_key}-{name}",
-            ).with_format(None)
+            out[name] = _encode_split(ds, encoder, cfg.batch_size, num_proc, cache, name, run_key)
         result = datasets.DatasetDict(out)
-        result.save_to_disk(str(tmp / "dataset"), num_shards={k: 1 for k, d in out.items() if len(d) == 0})
+        save_shards(result, tmp / "dataset", cfg.shard_size)
         del result, out
         shutil.rmtree(cache)
         tok.save_pretrained(str(tmp / "tokenizer"))
@@ -167,6 +215,7 @@ def run(cfg: SegmentConfig) -> dict[str, Any]:
             hash_exclude=tuple(f"dataset/{s}/state.json" for s in dd),
             extra={
                 "execution": {"num_proc": num_proc},
+                "shards": _shards(tmp / "dataset"),
                 "tokenizer": {"model": cfg.model, "class": type(tok).__name__, "vocab_size": len(tok),
                               "vocab_sha256": vocab_fingerprint(tok), "char_map": char_map},
                 "entity_types": seg.entity_types,
