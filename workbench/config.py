@@ -1291,13 +1291,22 @@ def _section_problems(command: str, section: dict, prefix: str, *, drop: tuple[s
     """Problems of `section` as `command`'s config (type errors, unknown keys, contradictions),
     prefixed with where it sits in the experiment config. Keys in `drop` are ignored (the
     experiment sets them); `fill` supplies required values the experiment will set."""
-    model = COMMANDS[command]
     data = {**(fill or {}), **{k: v for k, v in section.items() if k not in drop}}
+    cfg, problems = check_section(command, data, prefix)
+    if cfg is None:
+        return problems
+    return [p for p in problems if not p.startswith(tuple(f"{prefix}{k}:" for k in (fill or {})))]
+
+
+def check_section(command: str, data: dict, prefix: str) -> tuple[Section | None, list[str]]:
+    """`data` validated as `command`'s config: (the config or None, its problems: type errors,
+    unknown keys with did-you-mean, contradictions), each problem prefixed with `prefix`."""
+    model = COMMANDS[command]
     try:
         cfg = model.model_validate(data)
     except ValidationError as e:
-        return [p.replace(f"{command}.", prefix, 1) for p in _format_errors(f"{command}.", model, e)]
-    return [prefix + p for p in cfg.problems() if not p.startswith(tuple(f"{k}:" for k in (fill or {})))]
+        return None, [p.replace(f"{command}.", prefix, 1) for p in _format_errors(f"{command}.", model, e)]
+    return cfg, [prefix + p for p in cfg.problems()]
 
 
 class VerifyConfig(Section):

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.config import COMMANDS, ExperimentArm, ExperimentConfig, FinetuneConfig
+from workbench.config import COMMANDS, ExperimentArm, ExperimentConfig, FinetuneConfig, check_section
 from workbench.errors import ConfigError
 from workbench.manifest import (MANIFEST, atomic_output_dir, config_inputs, hold_lock, output_problems, owns_output,
                                 read_manifest, sha256_file, verify_model_dir, write_manifest)
@@ -93,18 +93,9 @@ def resolve_arms(cfg: ExperimentConfig) -> list[Arm]:
 
 def derive(command: str, section: dict[str, Any], where: str, **fixed: Any):
     """The validated config of `command` from an experiment section plus the per-cell keys."""
-    from workbench.config import _format_errors
-    from pydantic import ValidationError
-
-    model = COMMANDS[command]
-    try:
-        cfg = model.model_validate({**section, **fixed})
-    except ValidationError as e:
-        raise ConfigError([p.replace(f"{command}.", f"experiment.{where}.", 1)
-                           for p in _format_errors(f"{command}.", model, e)]) from None
-    problems = cfg.problems()
+    cfg, problems = check_section(command, {**section, **fixed}, f"experiment.{where}.")
     if problems:
-        raise ConfigError([f"experiment.{where}.{p}" for p in problems])
+        raise ConfigError(problems)
     return cfg
 
 
