@@ -265,13 +265,13 @@ def main() -> None:
         g.write(f.read(int(info["bytes"] / 16)).rsplit(b"\n", 1)[0] + b"\n")
     subprocess.run([py, "-m", "workbench", "prepare", f"input={small}", f"output={WORK / 'small-p'}"], check=True,
                    capture_output=True)
-    subprocess.run([py, "-m", "workbench", "segment", f"input={WORK / 'small-p'}", f"model={model}",
+    subprocess.run([py, "-m", "workbench", "segment", f"input={WORK / 'small-p'}", f"model={vocab}",
                     f"output={WORK / 'small-s'}", "backend=rjieba", "posseg=false"], check=True, capture_output=True)
-    subprocess.run([py, "-m", "workbench", "segment", f"input={WORK / 'p1'}", f"model={model}",
-                    f"output={WORK / 'big-s'}", "backend=rjieba", "posseg=false"], check=True, capture_output=True)
-    for name, seg in (("pretrain 1/16 prefix", WORK / "small-s"), ("pretrain whole corpus", WORK / "big-s")):
+    # The model's tokenizer is the Google vocab the segment runs above used: s1 is reused.
+    for name, seg in (("pretrain 1/16 prefix", WORK / "small-s"), ("pretrain whole corpus", WORK / "s1")):
         run(name, [py, "-m", "workbench", "pretrain", f"input={seg}", f"model={model}", f"output={WORK / name.replace(' ', '_')}",
-                   "max_steps=30", "batch_size=32", "eval_steps=1000", "save_steps=1000", "resume=false"], 0.0)
+                   "max_steps=30", "batch_size=32", "eval_steps=1000", "save_steps=1000", "resume=false",
+                   "logging_steps=10"], 0.0)
     a, b = r["pretrain 1/16 prefix"], r["pretrain whole corpus"]
     res["pretrain_memory"] = {"anon_growth": round(b["peak_anon_mib"] / max(a["peak_anon_mib"], 1), 2),
                               "rss_growth": round(b["peak_rss_mib"] / max(a["peak_rss_mib"], 1), 2)}

@@ -278,3 +278,17 @@ def test_max_length_above_the_models_positions(cli, review_data, tmp_path):
     code, _, err = _ft(cli, review_data / "base", review_data / "train.tsv", review_data / "valid.tsv",
                        f"output={tmp_path / 'o'}", "max_length=1024")
     assert code == 2 and "max_position_embeddings (512)" in err
+
+
+def test_finetune_trainer_section_is_checked_against_training_arguments():
+    from workbench.config import load_stage_config
+    from workbench.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        load_stage_config("finetune", None, ["model=m", "train=t", "valid=v", "trainer.per_device_eval_batch_size=8",
+                                             "trainer.optimm=adafactor"])
+    msg = str(e.value)
+    assert "trainer.per_device_eval_batch_size: set by the workbench; use eval_batch_size" in msg
+    assert "did you mean 'optim'" in msg
+    cfg = load_stage_config("finetune", None, ["model=m", "train=t", "valid=v", "trainer.optim=adafactor"])
+    assert cfg.trainer == {"optim": "adafactor"}

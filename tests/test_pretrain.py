@@ -358,3 +358,27 @@ def test_pretrain_reads_a_segment_output_written_in_shards(chain, tmp_path):
     assert len(m["shards"]["train"]) >= 3
     p = _pretrain(chain, tmp_path / "p", f"input={tmp_path / 'seg'}", "max_steps=2", "batch_size=8")
     assert p["counts"]["train_blocks"] == m["counts"]["blocks"]["train"]
+
+
+def test_trainer_section_passes_training_arguments_through(chain, tmp_path):
+    """trainer.<field> reaches TrainingArguments (recorded in the manifest's config); unknown
+    fields get a did-you-mean, workbench-owned ones the workbench key, bad values their key."""
+    with pytest.raises(ConfigError) as e:
+        _cfg("pretrain", "trainer.gradient_checkpoint=true", "trainer.learning_rate=1e-3", "trainer.max_steps=5")
+    msg = str(e.value)
+    assert "trainer.gradient_checkpoint: not a TrainingArguments field (did you mean 'gradient_checkpointing'?)" in msg
+    assert "trainer.learning_rate: set by the workbench; use lr" in msg and "use max_steps" in msg
+    with pytest.raises(ConfigError, match="trainer.optim='no_such_optimizer'"):
+        _pretrain(chain, tmp_path / "bad", "max_steps=2", "trainer.optim=no_such_optimizer")
+    seen = {}
+
+    from transformers import TrainerCallback
+
+    class Spy(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            seen.update(optim=getattr(args.optim, "value", args.optim), gc=args.gradient_checkpointing, report_to=list(args.report_to))
+
+    m = _pretrain(chain, tmp_path / "p", "max_steps=2", "batch_size=4", "trainer.optim=adafactor",
+                  "trainer.gradient_checkpointing=true", "trainer.report_to=[]", callbacks=[Spy()])
+    assert seen == {"optim": "adafactor", "gc": True, "report_to": []}
+    assert m["config"]["trainer"] == {"optim": "adafactor", "gradient_checkpointing": True, "report_to": []}

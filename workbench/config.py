@@ -597,6 +597,8 @@ class PretrainConfig(StageConfig):
     """DataLoader worker processes for collating (masking) batches; 0 = in the training process."""
     sparse_mlm_head: bool = True
     """Run the MLM head (H x vocab decoder) only at the labelled ~15% of positions in training steps: same loss, less compute; evaluation and the saved model are plain BertForMaskedLM."""
+    trainer: dict[str, Any] = {}
+    """Other `transformers.TrainingArguments` fields, passed through (e.g. {torch_compile: true, optim: adamw_torch_fused, gradient_checkpointing: true, report_to: [tensorboard, wandb]}); unknown keys are refused with a did-you-mean, keys the workbench sets with the workbench key."""
     mix: list[MixInput] = []
     """Replay: other segment outputs mixed into training, each a share of the blocks (e.g. [{input: runs/base/segmented, weight: 0.2}] = 80% domain, 20% general), drawn per seed, exact on resume; evaluation stays on `input`'s valid blocks."""
 
@@ -630,6 +632,9 @@ class PretrainConfig(StageConfig):
         if self.masking.sop:
             out.append("masking.sop: pretrain trains BertForMaskedLM, which has no sentence-order head; set masking.sop=false")
         out += self.masking.problems()
+        from workbench.trainer_args import PRETRAIN_OWNED, trainer_problems
+
+        out += trainer_problems(self.trainer, PRETRAIN_OWNED)
         for i, m in enumerate(self.mix):
             if not 0.0 < m.weight < 1.0:
                 out.append(f"mix[{i}].weight: {m.weight} must be in (0, 1)")
@@ -941,6 +946,8 @@ class FinetuneConfig(StageConfig):
     """Mixed precision (fp16 needs a GPU; on CPU it falls back to fp32)."""
     logging_steps: int = 50
     """Log the train loss every this many steps."""
+    trainer: dict[str, Any] = {}
+    """Other `transformers.TrainingArguments` fields, passed through (e.g. {optim: adafactor, gradient_checkpointing: true}); keys the workbench sets are refused with the workbench key."""
 
     def output_path(self) -> Path:
         return Path(self.output) if self.output else Path(self.run) / f"finetune-{self.task}"
@@ -951,7 +958,9 @@ class FinetuneConfig(StageConfig):
         return {"classification": "accuracy", "pair": "accuracy", "multilabel": "micro_f1", "tagging": "f1"}[self.task]
 
     def problems(self) -> list[str]:
-        out = []
+        from workbench.trainer_args import FINETUNE_OWNED, trainer_problems
+
+        out = trainer_problems(self.trainer, FINETUNE_OWNED)
         for name in ("model", "train", "valid"):
             if not getattr(self, name):
                 out.append(f"{name}: required; pass {name}=PATH")

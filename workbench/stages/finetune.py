@@ -43,6 +43,7 @@ from workbench.tasks.heads import TaskSpec, add_lora, freeze_layers, load_for_fi
 from workbench.tasks.labels import LabelMap, check_labels, infer_label_map
 from workbench.tasks.metrics import mean_std, summarize_runs
 from workbench.tasks.tags import tag_list
+from workbench.trainer_args import training_arguments
 from workbench.vocab.tokenizer import load_tokenizer, unk_report
 
 log = logging.getLogger("workbench.finetune")
@@ -194,7 +195,7 @@ def _eval_callback(evaluate, main: str, patience: int | None, eval_steps: int | 
 def train_one(cfg: FinetuneConfig, spec: TaskSpec, tok, feats: list[dict], valid: list, seed: int, work: Path):
     """(model with the best evaluation's weights, crf or None, history, best) for one seed."""
     import torch
-    from transformers import TrainingArguments, set_seed
+    from transformers import set_seed
 
     from workbench.tasks.crf import CRF
     from workbench.tasks.inference import evaluate_records, pad_batch
@@ -215,7 +216,7 @@ def train_one(cfg: FinetuneConfig, spec: TaskSpec, tok, feats: list[dict], valid
     if precision == "fp16" and not cuda:
         log.warning("finetune: precision=fp16 needs a GPU; training in fp32 on CPU")
         precision = "fp32"
-    args = TrainingArguments(
+    args = training_arguments(dict(
         output_dir=str(work / f"seed-{seed}"),
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps if cfg.max_steps > 0 else -1,
@@ -236,7 +237,7 @@ def train_one(cfg: FinetuneConfig, spec: TaskSpec, tok, feats: list[dict], valid
         use_cpu=not cuda,
         remove_unused_columns=False,
         disable_tqdm=True,
-    )
+    ), cfg.trainer, needed_by="finetune")
     crf_of = lambda m: getattr(m, "crf", None)  # noqa: E731
     history: list[dict] = []
     best: dict[str, Any] = {}

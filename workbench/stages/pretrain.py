@@ -53,6 +53,7 @@ from workbench.manifest import (MANIFEST, atomic_output_dir, claim_output, confi
                                 require_stage_output, sha256_file, verify_model_dir, write_manifest)
 from workbench.masking.collator import IGNORE_INDEX, MaskingCollator
 from workbench.modeling import cap_model_max_length, load_masked_lm, set_sparse_mlm_head
+from workbench.trainer_args import training_arguments
 from workbench.vocab.normalize import install_char_map
 from workbench.vocab.tokenizer import load_tokenizer, vocab_fingerprint
 
@@ -371,7 +372,7 @@ def run(cfg: PretrainConfig, *, callbacks: list | None = None) -> dict[str, Any]
 
 def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
     import torch
-    from transformers import EarlyStoppingCallback, TrainingArguments
+    from transformers import EarlyStoppingCallback
 
     started = time.time()
     # 1. Inputs: a finished segment output, made with this model's vocabulary.
@@ -417,7 +418,7 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
         precision = "fp32"
     do_eval = eval_ds is not None
     early = cfg.early_stopping_patience is not None and do_eval
-    args = TrainingArguments(
+    args = training_arguments(dict(
         output_dir=str(ckpt_dir),
         max_steps=cfg.max_steps if cfg.max_steps > 0 else -1,
         num_train_epochs=cfg.epochs,
@@ -450,7 +451,7 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
         use_cpu=not cuda,
         deepspeed=cfg.deepspeed,
         disable_tqdm=True,
-    )
+    ), cfg.trainer, needed_by="pretrain")
     # BertForMaskedLM.forward takes **kwargs, so Trainer assumes it normalises its loss by
     # `num_items_in_batch` over the accumulated micro-batches and skips dividing by
     # grad_accum; but it returns a plain per-batch mean. Without this, gradients and the
