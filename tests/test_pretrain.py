@@ -227,6 +227,16 @@ def test_deepspeed_config_typos_are_caught_before_training(chain, tmp_path):
         _pretrain(chain, tmp_path / "p", "max_steps=1", f"deepspeed={bad}")
     with pytest.raises(StageInputError, match=r"deepspeed config .*missing.json not found"):
         _pretrain(chain, tmp_path / "p", "max_steps=1", f"deepspeed={tmp_path / 'missing.json'}")
+    # Sections that would replace the workbench's schedule / optimizer settings without a word.
+    ds = json.loads((REPO / "configs" / "deepspeed" / "zero2.json").read_text())
+    ds["scheduler"] = {"type": "WarmupDecayLR", "params": {"warmup_max_lr": "auto", "warmup_num_steps": "auto"}}
+    ds["optimizer"] = {"type": "AdamW", "params": {"lr": 3e-4, "weight_decay": "auto"}}
+    bad.write_text(json.dumps(ds))
+    with pytest.raises(StageInputError) as e:
+        _pretrain(chain, tmp_path / "p", "max_steps=1", f"deepspeed={bad}", "schedule=cosine")
+    msg = str(e.value)
+    assert "scheduler (WarmupDecayLR) replaces the workbench's learning-rate schedule (schedule=cosine" in msg
+    assert "optimizer.params.lr = 0.0003 contradicts the workbench's lr=0.001" in msg
 
 
 def test_missing_model_and_a_checkpoint_without_mlm_head(chain, tmp_path, caplog):

@@ -83,3 +83,35 @@ def test_zero3_ends_in_a_normal_hf_checkpoint(pretrain_chain, tmp_path):
     model = AutoModelForMaskedLM.from_pretrained(out)
     emb = model.get_input_embeddings().weight
     assert emb.shape == (model.config.vocab_size, model.config.hidden_size) and float(emb.abs().sum()) > 0
+
+
+def test_the_learning_rate_schedule_is_the_same_with_and_without_deepspeed(pretrain_chain, tmp_path):
+    """The shipped ZeRO configs leave the optimizer and schedule to the Trainer: a one-process
+    DeepSpeed run logs the same learning rate at every step as a plain run (cosine, warmup),
+    and trains to nearly the same loss."""
+    run = pretrain_chain
+    common = ["max_steps=12", "save_steps=12", "eval_steps=12", "logging_steps=1", "batch_size=4",
+              "schedule=cosine", "warmup_ratio=0.25", "lr=1e-3"]
+    plain = tmp_path / "plain"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    subprocess.run([sys.executable, "-m", "workbench", "pretrain", f"run={run}", f"model={run / 'base-model'}",
+                    f"output={plain}", *common], cwd=REPO, env=env, check=True, capture_output=True)
+    ds_out = tmp_path / "ds"
+    deepspeed = Path(sys.executable).parent / "deepspeed"
+    proc = subprocess.run([str(deepspeed), "--num_gpus", "1", "--master_port", str(_free_port()), "--module",
+                           "workbench", "pretrain", f"run={run}", f"model={run / 'base-model'}", f"output={ds_out}",
+                           *common, f"deepspeed={REPO / 'configs' / 'deepspeed' / 'zero2.json'}"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+
+    def curve(out):
+        hist = json.loads((out / "metrics.json").read_text())["log_history"]
+        return {h["step"]: h["learning_rate"] for h in hist if "learning_rate" in h}, \
+            {h["step"]: h["loss"] for h in hist if "loss" in h}
+
+    (lr_a, loss_a), (lr_b, loss_b) = curve(plain), curve(ds_out)
+    assert sorted(lr_a) == sorted(lr_b) == list(range(1, 13))
+    for step in lr_a:
+        assert lr_b[step] == pytest.approx(lr_a[step], rel=1e-6, abs=1e-12), (step, lr_a, lr_b)
+    assert max(lr_a.values()) == pytest.approx(1e-3, rel=0.05) and lr_a[12] < 1e-4  # warmed up, then decayed
+    assert abs(loss_a[12] - loss_b[12]) < 0.05

@@ -4,8 +4,10 @@ DeepSpeed ignores unknown top-level keys: a typo such as "zero_optimisation" sil
 trains without ZeRO (and runs out of memory an hour later). It also only parses the file
 when the Trainer builds the engine, after the model is loaded. ``check_deepspeed_config``
 reads the file first and reports, in one error: invalid JSON (line and column), top-level
-keys DeepSpeed never reads (with the closest known key), and unknown keys inside
-``zero_optimization`` (checked against DeepSpeed's own pydantic model).
+keys DeepSpeed never reads (with the closest known key), unknown keys inside
+``zero_optimization`` (checked against DeepSpeed's own pydantic model), and sections that
+would replace the workbench's schedule or optimizer settings without a word (a `scheduler`
+section; explicit optimizer values that differ from the stage's).
 
 "Keys DeepSpeed reads" = every snake_case string literal in the installed deepspeed
 package's Python source: a superset of its config keys, read from the version that will
@@ -53,8 +55,36 @@ def _zero_keys() -> set[str]:
     return keys
 
 
-def check_deepspeed_config(path: str | Path, *, needed_by: str) -> dict:
-    """The parsed config, or StageInputError listing every problem with the fix."""
+def _contradictions(cfg: dict, settings: dict) -> list[str]:
+    """Sections of the JSON that would replace the workbench's learning-rate schedule or
+    optimizer settings. A `scheduler` always does (DeepSpeed's WarmupLR family warms up on a
+    log curve by default, and its type is not checked against `schedule`); an `optimizer`
+    may stay (e.g. for ZeRO-Offload's CPU Adam) when its values are "auto" or the workbench's."""
+    out = []
+    if "scheduler" in cfg:
+        sched = cfg.get("scheduler") or {}
+        out.append(f"scheduler ({sched.get('type', '?')}) replaces the workbench's learning-rate schedule "
+                   f"(schedule={settings.get('schedule')}, warmup_ratio={settings.get('warmup_ratio')}); drop the "
+                   "section: the Trainer then builds the same schedule with and without DeepSpeed")
+    opt = cfg.get("optimizer")
+    if isinstance(opt, dict):
+        params = opt.get("params") or {}
+        for key, ours in (("lr", "lr"), ("weight_decay", "weight_decay")):
+            v = params.get(key, "auto")
+            if v != "auto" and (not isinstance(v, (int, float)) or abs(float(v) - float(settings[ours])) > 1e-12):
+                out.append(f"optimizer.params.{key} = {v!r} contradicts the workbench's {ours}={settings[ours]}; "
+                           f"write \"auto\" (or set {ours} in the workbench config)")
+        kind = str(opt.get("type", "")).lower()
+        if kind and kind not in ("adamw", "adam", "fusedadam", "cpuadam", "deepspeedcpuadam"):
+            out.append(f"optimizer.type {opt.get('type')!r}: the workbench trains with AdamW; drop the section or use "
+                       "AdamW (torch's, or DeepSpeed's for ZeRO-Offload)")
+    return out
+
+
+def check_deepspeed_config(path: str | Path, *, needed_by: str, settings: dict | None = None) -> dict:
+    """The parsed config, or StageInputError listing every problem with the fix. With
+    `settings` (the stage's schedule, warmup_ratio, lr, weight_decay) it also refuses
+    sections that would silently replace them."""
     path = Path(path)
     if not path.is_file():
         raise StageInputError(f"{needed_by}: deepspeed config {path} not found\n"
@@ -90,6 +120,8 @@ def check_deepspeed_config(path: str | Path, *, needed_by: str) -> dict:
         stage = zero.get("stage", 0)
         if stage not in (0, 1, 2, 3):
             problems.append(f"zero_optimization.stage must be 0, 1, 2 or 3 (got {stage!r})")
+    if settings is not None:
+        problems += _contradictions(cfg, settings)
     if problems:
         raise StageInputError(f"{needed_by}: {path} has {len(problems)} problem(s):\n"
                               + "\n".join(f"  - {p}" for p in problems)

@@ -384,7 +384,9 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
     tok = install_char_map(tok, (upstream.get("tokenizer") or {}).get("char_map") or {})
     model_vocab = check_blocks_vocab(in_dir, upstream, cfg.model, tok, needed_by="pretrain")
     if cfg.deepspeed:
-        check_deepspeed_config(cfg.deepspeed, needed_by="pretrain")  # before the (slow) model load
+        check_deepspeed_config(cfg.deepspeed, needed_by="pretrain",  # before the (slow) model load
+                               settings={"schedule": cfg.schedule, "warmup_ratio": cfg.warmup_ratio, "lr": cfg.lr,
+                                         "weight_decay": cfg.weight_decay})
     dd = load_stage_dataset(in_dir, needed_by="pretrain", manifest=upstream)
     if "train" not in dd or len(dd["train"]) == 0:
         raise StageInputError(f"pretrain: {in_dir}/dataset has no train blocks; re-run prepare/segment with more text")
