@@ -292,3 +292,39 @@ def test_finetune_trainer_section_is_checked_against_training_arguments():
     assert "did you mean 'optim'" in msg
     cfg = load_stage_config("finetune", None, ["model=m", "train=t", "valid=v", "trainer.optim=adafactor"])
     assert cfg.trainer == {"optim": "adafactor"}
+
+
+def test_training_setup_fused_adamw_length_groups_and_tensorboard(review_data, tmp_path, monkeypatch):
+    """The fine-tuning Trainer gets TrainingArguments' optimizer (torch's fused AdamW by default,
+    `trainer.optim` another) with the workbench's parameter groups, length-grouped batches,
+    and TensorBoard logs kept in the output but out of its reproducible hashes."""
+    from transformers import Trainer
+
+    from workbench.config import load_stage_config
+    from workbench.stages.finetune import run
+
+    seen = []
+    real = Trainer.train
+
+    def spy(self, *a, **k):
+        out = real(self, *a, **k)
+        opt = getattr(self.optimizer, "optimizer", self.optimizer)  # accelerate wraps it
+        seen.append({"optimizer": type(opt).__name__,
+                     "fused": opt.defaults.get("fused"),
+                     "groups": len(opt.param_groups),
+                     "sampling": str(getattr(self.args.train_sampling_strategy, "value",
+                                             self.args.train_sampling_strategy))})
+        return out
+
+    monkeypatch.setattr(Trainer, "train", spy)
+    d = review_data
+    base = [f"model={d / 'base'}", f"train={d / 'train.tsv'}", f"valid={d / 'valid.tsv'}", "max_steps=4",
+            "max_length=32", *FAST]
+    m = run(load_stage_config("finetune", None, [*base, f"output={tmp_path / 'a'}"]))
+    assert seen[-1] == {"optimizer": "AdamW", "fused": True, "groups": 2, "sampling": "group_by_length"}
+    tb = [p for p in (tmp_path / "a" / "tensorboard").rglob("*") if p.is_file()]
+    assert tb and all(str(p.relative_to(tmp_path / "a")) in m["files"] for p in tb)
+    assert not any(k.startswith("tensorboard/") for k in m["outputs"])
+    run(load_stage_config("finetune", None, [*base, f"output={tmp_path / 'b'}", "trainer.optim=adafactor",
+                                             "group_by_length=false"]))
+    assert seen[-1]["optimizer"] == "Adafactor" and seen[-1]["sampling"] == "random" and seen[-1]["groups"] == 2

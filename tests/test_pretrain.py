@@ -392,3 +392,17 @@ def test_trainer_section_passes_training_arguments_through(chain, tmp_path):
                   "trainer.gradient_checkpointing=true", "trainer.report_to=[]", callbacks=[Spy()])
     assert seen == {"optim": "adafactor", "gc": True, "report_to": []}
     assert m["config"]["trainer"] == {"optim": "adafactor", "gradient_checkpointing": True, "report_to": []}
+
+
+def test_the_last_evaluation_is_not_run_twice(chain, tmp_path):
+    """eval_steps dividing max_steps: the Trainer's evaluation at the last step is the final
+    one (one eval entry at that step, the same numbers in metrics)."""
+    m = _pretrain(chain, tmp_path / "p", "max_steps=6", "batch_size=8", "eval_steps=3", "save_steps=3")
+    hist = json.loads((tmp_path / "p" / "metrics.json").read_text())["log_history"]
+    evals = [h for h in hist if "eval_loss" in h]
+    assert [h["step"] for h in evals] == [3, 6]
+    assert m["metrics"]["eval_loss"] == evals[-1]["eval_loss"]
+    m2 = _pretrain(chain, tmp_path / "q", "max_steps=5", "batch_size=8", "eval_steps=3", "save_steps=3")
+    hist = json.loads((tmp_path / "q" / "metrics.json").read_text())["log_history"]
+    assert [h["step"] for h in hist if "eval_loss" in h] == [3, 5]  # 5 is the explicit final evaluation
+    assert m2["metrics"]["eval_loss"] is not None

@@ -942,8 +942,10 @@ class FinetuneConfig(StageConfig):
     """Stop after this many valid evaluations in a row without a better valid metric (evaluations, not epochs: with `eval_steps` set these include the step evaluations); null = off. The best evaluation's weights are kept either way."""
     seeds: list[int] = []
     """Train once per seed (e.g. [1, 2, 3]); metrics.json keeps every seed's full valid/test metrics (`seeds.runs`) and mean ± std (sample std) of each scalar metric (`seeds.summary`); the model of the seed with the best valid metric is saved. Empty: one run with `seed`."""
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    """Mixed precision (fp16 needs a GPU; on CPU it falls back to fp32)."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Mixed precision. auto: bf16 on a GPU that supports it, else fp32; fp16 needs a GPU (on CPU it falls back to fp32)."""
+    group_by_length: bool = True
+    """Batch examples of similar length together (less padding: faster, on GPUs most), shuffled by the seed."""
     logging_steps: int = 50
     """Log the train loss every this many steps."""
     trainer: dict[str, Any] = {}

@@ -40,7 +40,7 @@ _COMMON = {
     "data_seed": "seed",
     "use_cpu": "(the workbench uses the GPU when there is one)",
     "remove_unused_columns": "(the collators read columns the model does not take)",
-    "disable_tqdm": "(the workbench prints its own progress)",
+    "disable_tqdm": "(a progress bar on a terminal, none when the output goes to a log)",
     "do_train": "(the stage decides)",
     "do_eval": "(the stage decides)",
 }

@@ -32,6 +32,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -143,7 +147,10 @@ def _trainer_class():
                       {"params": no_decay, "weight_decay": 0.0}]
             if crf_params:
                 groups.append({"params": crf_params, "weight_decay": 0.0, "lr": self.crf_lr})
-            self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.args.learning_rate)
+            # The optimizer TrainingArguments names (default: torch's fused AdamW; `trainer.optim`
+            # chooses another), with these parameter groups.
+            optim_cls, optim_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, model)
+            self.optimizer = optim_cls([g for g in groups if g["params"]], **optim_kwargs)
             return self.optimizer
 
     return FinetuneTrainer
@@ -213,6 +220,8 @@ def train_one(cfg: FinetuneConfig, spec: TaskSpec, tok, feats: list[dict], valid
     model.accepts_loss_kwargs = False  # the heads return a per-batch mean loss
     cuda = torch.cuda.is_available()
     precision = cfg.precision
+    if precision == "auto":
+        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
     if precision == "fp16" and not cuda:
         log.warning("finetune: precision=fp16 needs a GPU; training in fp32 on CPU")
         precision = "fp32"
@@ -231,21 +240,31 @@ def train_one(cfg: FinetuneConfig, spec: TaskSpec, tok, feats: list[dict], valid
         save_strategy="no",  # best weights are kept in memory
         logging_strategy="steps",
         logging_steps=cfg.logging_steps,
-        report_to=[],
+        report_to=["tensorboard"],
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         seed=seed,
         data_seed=seed,
         use_cpu=not cuda,
         remove_unused_columns=False,
-        disable_tqdm=True,
+        disable_tqdm=not sys.stderr.isatty(),  # a progress bar on a terminal, none in logs
     ), cfg.trainer, needed_by="finetune")
     crf_of = lambda m: getattr(m, "crf", None)  # noqa: E731
     history: list[dict] = []
     best: dict[str, Any] = {}
     evaluate = lambda m: evaluate_records(m, crf_of(m), tok, spec, valid, batch_size=cfg.eval_batch_size)[0]  # noqa: E731
     callback = _eval_callback(evaluate, cfg.main_metric(), cfg.early_stopping_patience, cfg.eval_steps, history, best)
-    trainer = _trainer_class()(
-        model=model, args=args, train_dataset=feats, data_collator=lambda b: pad_batch(b, tok.pad_token_id),
-        callbacks=[callback], crf_lr=cfg.crf_lr)
+    # TensorBoardCallback reads its log dir from the environment when the Trainer is built.
+    old_tb = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(work / "tensorboard" / f"seed-{seed}")
+    try:
+        trainer = _trainer_class()(
+            model=model, args=args, train_dataset=feats, data_collator=lambda b: pad_batch(b, tok.pad_token_id),
+            callbacks=[callback], crf_lr=cfg.crf_lr)
+    finally:
+        if old_tb is None:
+            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
+        else:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = old_tb
     trainer.train()
     model.load_state_dict(best["state"])
     del best["state"]
@@ -332,6 +351,12 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
                 chosen = ((model, crf), runs[-1])
             else:
                 del model, crf
+        # TensorBoard logs of every seed, kept with the output (their event files hold host
+        # names and times, so they are left out of the reproducible output hashes).
+        tb_keep = None
+        if (Path(work) / "tensorboard").is_dir():
+            tb_keep = Path(tempfile.mkdtemp(prefix=".tb-", dir=Path(work).parent))
+            shutil.copytree(Path(work) / "tensorboard", tb_keep / "tensorboard")
     (model, crf), best_run = chosen
 
     metrics: dict[str, Any] = {
@@ -379,6 +404,11 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
                 if metrics[split]:
                     plot_confusion(metrics[split]["confusion_matrix"], spec.labels, tmp / f"confusion_{split}.png",
                                    title=f"{split}: accuracy {metrics[split]['accuracy']:.3f}")
+        tb_files: tuple[str, ...] = ()
+        if tb_keep is not None:
+            shutil.move(str(tb_keep / "tensorboard"), str(tmp / "tensorboard"))
+            shutil.rmtree(tb_keep, ignore_errors=True)
+            tb_files = tuple(str(f.relative_to(tmp)) for f in (tmp / "tensorboard").rglob("*") if f.is_file())
         manifest = write_manifest(
             tmp, stage="finetune", config=cfg.model_dump(mode="json"),
             inputs=[e for e in (_input_entry("train", cfg.train), _input_entry("valid", cfg.valid),
@@ -388,7 +418,7 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
             counts={"train": len(train), "valid": len(valid), "test": len(test) if test is not None else 0,
                     "labels": len(lm), "train_inputs": len(feats), **{f"train_{k}": v for k, v in train_length.items()
                                                                      if k != "texts"}},
-            seed=best_run["seed"], started=started, finished=time.time(),
+            seed=best_run["seed"], started=started, finished=time.time(), hash_exclude=tb_files,
             extra={"task": cfg.task, "metric": main,
                    "metrics": {"valid_" + main: best_run["valid"][main],  # what `workbench report` shows
                                "test_" + main: (best_run["test"] or {}).get(main)}},

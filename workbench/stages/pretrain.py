@@ -40,6 +40,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -452,7 +453,7 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
         include_num_input_tokens_seen="non_padding",
         use_cpu=not cuda,
         deepspeed=cfg.deepspeed,
-        disable_tqdm=True,
+        disable_tqdm=not sys.stderr.isatty(),  # a progress bar on a terminal, none in logs
     ), cfg.trainer, needed_by="pretrain")
     # BertForMaskedLM.forward takes **kwargs, so Trainer assumes it normalises its loss by
     # `num_items_in_batch` over the accumulated micro-batches and skips dividing by
@@ -522,7 +523,15 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
         trainer.add_callback(_log_at_save_callback())
         call_loss = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None).training_loss
         train_loss = whole_run_train_loss(trainer.state.log_history, done_step, trainer.state.global_step, call_loss)
-    final_eval = trainer.evaluate() if do_eval else {}
+    # The final evaluation: the Trainer's own at the last step when there was one (the model
+    # has not changed since; evaluating again would cost a full pass over the valid blocks
+    # for the same numbers), else one now. With early stopping the best checkpoint was
+    # reloaded, so it is evaluated again.
+    last_eval = next((h for h in reversed(trainer.state.log_history) if "eval_loss" in h), None)
+    if do_eval and not early and last_eval is not None and last_eval.get("step") == trainer.state.global_step:
+        final_eval = {k: v for k, v in last_eval.items() if k.startswith("eval_")}
+    else:
+        final_eval = trainer.evaluate() if do_eval else {}
     history = trainer.state.log_history
 
     # 5. Output dir, atomically: model + tokenizer, metrics, plot, manifest.
