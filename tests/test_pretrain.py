@@ -281,10 +281,21 @@ def test_sparse_mlm_head_gives_the_dense_loss_and_gradients():
     a.loss.backward(), b.loss.backward()
     for (name, p), q in zip(dense.named_parameters(), sparse.parameters()):
         assert torch.allclose(p.grad, q.grad, atol=1e-6), name
-    sparse.eval()
-    assert sparse(input_ids=x, labels=labels).logits.shape == (3, 16, 300)
+    sparse.eval(), dense.eval()
+    with torch.no_grad():  # evaluation with labels: the same loss, logits only where scored
+        e = sparse(input_ids=x, labels=labels)
+        assert e.logits.shape == (int((labels != -100).sum()), 300)
+        assert torch.allclose(e.loss, dense(input_ids=x, labels=labels).loss, atol=1e-6)
+        assert sparse(input_ids=x).logits.shape == (3, 16, 300)  # inference / fill-mask: the plain forward
     set_sparse_mlm_head(sparse, False)
     assert type(sparse) is BertForMaskedLM
+
+
+def test_evaluation_with_the_sparse_head_reports_the_dense_numbers(chain, tmp_path):
+    a = _pretrain(chain, tmp_path / "a", "max_steps=3", "batch_size=8", "eval_steps=3", "sparse_mlm_head=true")
+    b = _pretrain(chain, tmp_path / "b", "max_steps=3", "batch_size=8", "eval_steps=3", "sparse_mlm_head=false")
+    assert a["metrics"]["eval_loss"] == pytest.approx(b["metrics"]["eval_loss"], abs=1e-4)
+    assert a["metrics"]["eval_masked_accuracy"] == pytest.approx(b["metrics"]["eval_masked_accuracy"], abs=1e-9)
 
 
 def test_bf16_on_cpu_and_early_stopping_keep_the_best_checkpoint(chain, tmp_path):

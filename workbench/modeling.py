@@ -184,11 +184,13 @@ def _sparse_head_class():
         ~15% labelled ones enter the loss. Here the encoder output is gathered at
         labels != -100 first: logits are [N, V] for the N labelled tokens (row-major over the
         batch), not [B, L, V]. The loss is the same mean cross-entropy over those tokens.
-        Without labels (inference, fill-mask) it is the plain forward."""
+        Without labels (inference, fill-mask) it is the plain forward. Evaluation with labels
+        (the Trainer's MLM loss on valid blocks) takes the sparse path too: the same mean loss,
+        logits only where they are scored."""
 
         def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                     inputs_embeds=None, labels=None, **kwargs):
-            if labels is None or not self.training:
+            if labels is None:
                 return super().forward(input_ids=input_ids, attention_mask=attention_mask,
                                        token_type_ids=token_type_ids, position_ids=position_ids,
                                        inputs_embeds=inputs_embeds, labels=labels, **kwargs)

@@ -162,9 +162,15 @@ def _perplexity(loss: float) -> float:
 
 
 def preprocess_logits_for_metrics(logits, labels):
-    """[B, L, V] logits → [B, L] predicted ids, so evaluation does not keep V floats per token."""
+    """Logits → [B, L] predicted ids, so evaluation does not keep V floats per token. The
+    sparse head gives [N, V] logits for the N labelled positions (row-major): their argmax is
+    put back at those positions (-100 elsewhere, never compared)."""
     if isinstance(logits, tuple):
         logits = logits[0]
+    if logits.dim() == 2 and labels is not None and labels.dim() == 2:
+        preds = labels.new_full(labels.shape, IGNORE_INDEX)
+        preds[labels != IGNORE_INDEX] = logits.argmax(dim=-1)
+        return preds
     return logits.argmax(dim=-1)
 
 
