@@ -417,3 +417,45 @@ def test_the_last_evaluation_is_not_run_twice(chain, tmp_path):
     hist = json.loads((tmp_path / "q" / "metrics.json").read_text())["log_history"]
     assert [h["step"] for h in hist if "eval_loss" in h] == [3, 5]  # 5 is the explicit final evaluation
     assert m2["metrics"]["eval_loss"] is not None
+
+
+def test_sentence_pair_objectives_train_and_export_the_pair_head(chain, tmp_path):
+    """objective=mlm+sop on pairs=sop blocks and mlm+nsp on pairs=nsp blocks train
+    BertForPreTraining (the pair head changes and is saved; the MLM part loads with plain
+    AutoModelForMaskedLM); blocks whose labels the objective would ignore, or that lack the
+    pairs it needs, are refused."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForMaskedLM, BertForPreTraining
+
+    from workbench.stages import segment
+
+    segs = {}
+    for pairs in ("sop", "nsp"):
+        segs[pairs] = tmp_path / f"seg-{pairs}"
+        segment.run(_cfg("segment", f"input={chain / 'prepared'}", f"model={chain / 'base-model'}",
+                         f"output={segs[pairs]}", "max_seq_length=64", f"pairs={pairs}"))
+    from transformers import TrainerCallback
+
+    class PairHead(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.start = model.cls.seq_relationship.weight.detach().clone()
+
+    for objective, pairs in (("mlm+sop", "sop"), ("mlm+nsp", "nsp")):
+        out, spy = tmp_path / objective, PairHead()
+        m = _pretrain(chain, out, f"input={segs[pairs]}", f"objective={objective}", "max_steps=6", "batch_size=8",
+                      "eval_steps=6", "lr=5e-3", callbacks=[spy])
+        assert m["objective"] == objective and m["pair_head_new"] is True
+        assert json.loads((out / "config.json").read_text())["architectures"] == ["BertForPreTraining"]
+        w = load_file(out / "model.safetensors")
+        assert not torch.allclose(w["cls.seq_relationship.weight"], spy.start)  # the pair loss trained it
+        assert isinstance(BertForPreTraining.from_pretrained(out), BertForPreTraining)
+        assert AutoModelForMaskedLM.from_pretrained(out).config.vocab_size == m["tokenizer"]["vocab_size"]
+        assert np.isfinite(m["metrics"]["eval_loss"]) and np.isfinite(m["metrics"]["train_loss"])
+    with pytest.raises(StageInputError, match="next-sentence labels .* objective=mlm would ignore"):
+        _pretrain(chain, tmp_path / "x", f"input={segs['nsp']}", "max_steps=1")
+    with pytest.raises(StageInputError, match=r"objective=mlm\+sop needs sentence-pair blocks made by `segment pairs=sop`"):
+        _pretrain(chain, tmp_path / "y", f"input={segs['nsp']}", "objective=mlm+sop", "max_steps=1")
+    with pytest.raises(StageInputError, match=r"objective=mlm\+nsp needs"):
+        _pretrain(chain, tmp_path / "z", "objective=mlm+nsp", "max_steps=1")
+    with pytest.raises(ConfigError, match="masking.sop: sentence-order labels are made by objective=mlm"):
+        _cfg("pretrain", "masking.sop=true")

@@ -170,6 +170,30 @@ def load_masked_lm(model: str, *, needed_by: str):
     return m, head_missing
 
 
+def load_masked_lm_with_pair_head(model: str, *, needed_by: str):
+    """(BertForPreTraining, head_missing_keys, pair_head_new): the MLM head continued as in
+    `load_masked_lm`, plus the sentence-pair head (NSP, reused for SOP). A checkpoint without
+    it (every BertForMaskedLM) gets a new one, which is logged, not an error."""
+    from transformers import BertForPreTraining
+
+    local = check_model_path(model, needed_by=needed_by)
+    try:
+        m, info = BertForPreTraining.from_pretrained(model, output_loading_info=True)
+    except (OSError, ValueError, RuntimeError) as e:
+        where = "the directory" if local else "the hub (no network here?) or a local directory of that name"
+        raise StageInputError(f"{needed_by}: cannot load a BERT with pretraining heads '{model}' from {where}: "
+                              f"{str(e).splitlines()[0]}\n  fix: pass model=DIR with config.json and the weights "
+                              "of a BERT") from None
+    missing = info.get("missing_keys", [])
+    head_missing = sorted(k for k in missing if "cls.predictions" in k)
+    if head_missing:
+        log.warning("%s: model '%s' has no MLM head weights: the head was NEWLY INITIALISED", needed_by, model)
+    pair_new = any("seq_relationship" in k for k in missing) or any("pooler" in k for k in missing)
+    if pair_new:
+        log.info("%s: model '%s' has no sentence-pair head (or pooler): a new one is trained from scratch", needed_by, model)
+    return m, head_missing, pair_new
+
+
 def _sparse_head_class():
     """BertForMaskedLM whose forward, given labels, runs the MLM head only at labelled positions."""
     import torch

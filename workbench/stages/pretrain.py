@@ -53,7 +53,8 @@ from workbench.errors import StageInputError
 from workbench.manifest import (MANIFEST, atomic_output_dir, claim_output, config_inputs, load_stage_dataset, owns_output,
                                 require_stage_output, sha256_file, verify_model_dir, write_manifest)
 from workbench.masking.collator import IGNORE_INDEX, MaskingCollator
-from workbench.modeling import cap_model_max_length, load_masked_lm, set_sparse_mlm_head
+from workbench.modeling import (cap_model_max_length, load_masked_lm, load_masked_lm_with_pair_head,
+                                set_sparse_mlm_head)
 from workbench.trainer_args import training_arguments
 from workbench.vocab.normalize import install_char_map
 from workbench.vocab.tokenizer import load_tokenizer, vocab_fingerprint
@@ -93,7 +94,10 @@ class StepSeededCollator:
             if self.mix_sources:
                 self.mix_seen[index] = np.bincount(sources, minlength=self.mix_sources)
         self.inner.reseed(self.seed, self.stream, self.rank, index)
-        return self.inner(examples)
+        out = self.inner(examples)
+        if "sentence_order_label" in out:  # BertForPreTraining's pair head takes it as next_sentence_label
+            out["next_sentence_label"] = out.pop("sentence_order_label")
+        return out
 
 
 def eval_mask_collator(masking, tok, seed: int, rank: int = 0) -> StepSeededCollator:
@@ -126,9 +130,31 @@ def _trainer_classes():
     class MLMTrainer(Trainer):
         """Trainer with a separate, restarted eval collator and perplexity in the eval logs."""
 
-        def __init__(self, *args, eval_collator: StepSeededCollator, **kwargs):
+        def __init__(self, *args, eval_collator: StepSeededCollator, pair_objective: bool = False, **kwargs):
             super().__init__(*args, **kwargs)
             self.eval_collator = eval_collator
+            self.pair_objective = pair_objective
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            """MLM (+ the sentence-pair loss in training). The pair loss averages over the
+            blocks that have a pair label (-100: a single-segment block) and is 0 for a batch
+            without any; BertForPreTraining's own loss would be NaN there. Evaluation reports
+            the MLM part only, so eval loss and perplexity compare with plain MLM runs."""
+            if not self.pair_objective:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            import torch.nn.functional as F
+
+            labels = inputs.pop("labels")
+            pair = inputs.pop("next_sentence_label", None)
+            out = model(**inputs)
+            logits = out.prediction_logits
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                                   ignore_index=IGNORE_INDEX)
+            if model.training and pair is not None:
+                has = pair != IGNORE_INDEX
+                rel = out.seq_relationship_logits
+                loss = loss + (F.cross_entropy(rel[has].float(), pair[has]) if bool(has.any()) else rel.sum() * 0.0)
+            return (loss, out) if return_outputs else loss
 
         def get_eval_dataloader(self, eval_dataset=None):
             train_collator = self.data_collator
@@ -176,7 +202,12 @@ def preprocess_logits_for_metrics(logits, labels):
 
 def compute_metrics(eval_pred) -> dict[str, float]:
     """Masked-token accuracy over the labelled positions (labels != -100)."""
-    preds, labels = np.asarray(eval_pred.predictions), np.asarray(eval_pred.label_ids)
+    preds, labels = eval_pred.predictions, eval_pred.label_ids
+    if isinstance(labels, (tuple, list)):  # BertForPreTraining: (MLM labels, pair labels)
+        labels = labels[0]
+    if isinstance(preds, (tuple, list)):
+        preds = preds[0]
+    preds, labels = np.asarray(preds), np.asarray(labels)
     labelled = labels != IGNORE_INDEX
     n = int(labelled.sum())
     return {"masked_accuracy": float((preds[labelled] == labels[labelled]).sum() / n) if n else 0.0,
@@ -275,6 +306,21 @@ def _check_resume_config(ckpt_dir: Path, cfg: PretrainConfig) -> None:
 def _own_checkpoints(directory: Path) -> bool:
     """A directory of this stage's Trainer checkpoints (pretrain writes pretrain_config.json first)."""
     return (directory / "pretrain_config.json").is_file() or any(directory.glob("checkpoint-*"))
+
+
+def check_pair_objective(objective: str, pairs: str, in_dir) -> None:
+    """The objective must use what the blocks carry: NSP labels are never dropped silently,
+    and a pair objective needs the pair blocks it learns from."""
+    fix = {"mlm+nsp": "nsp", "mlm+sop": "sop"}
+    if objective == "mlm" and pairs == "nsp":
+        raise StageInputError(
+            f"pretrain: the blocks in {in_dir} carry next-sentence labels (segment pairs=nsp) that objective=mlm "
+            "would ignore\n  fix: set objective=mlm+nsp to train on them, or re-run segment with pairs=none")
+    if objective in fix and pairs != fix[objective]:
+        raise StageInputError(
+            f"pretrain: objective={objective} needs sentence-pair blocks made by `segment pairs={fix[objective]}`; "
+            f"the blocks in {in_dir} were made with pairs={pairs}\n  fix: re-run segment with "
+            f"pairs={fix[objective]}, or set objective=mlm")
 
 
 def largest_remainder(weights: list[float], total: int) -> list[int]:
@@ -403,9 +449,15 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
         log.warning("pretrain: %s has no valid blocks: no evaluation, no perplexity (set prepare split.valid_fraction > 0)",
                     in_dir)
 
+    check_pair_objective(cfg.objective, (upstream.get("config") or {}).get("pairs", "none"), in_dir)
+
     # 2. The model; its MLM head must be continued, not re-initialised.
-    model, head_missing = load_masked_lm(cfg.model, needed_by="pretrain")
-    set_sparse_mlm_head(model, cfg.sparse_mlm_head)
+    pair_head_new = None
+    if cfg.objective == "mlm":
+        model, head_missing = load_masked_lm(cfg.model, needed_by="pretrain")
+        set_sparse_mlm_head(model, cfg.sparse_mlm_head)
+    else:
+        model, head_missing, pair_head_new = load_masked_lm_with_pair_head(cfg.model, needed_by="pretrain")
     if model.config.vocab_size < len(tok):
         raise StageInputError(f"pretrain: model '{cfg.model}' has vocab_size {model.config.vocab_size} but its "
                               f"tokenizer {len(tok)} tokens")
@@ -467,7 +519,8 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
     # logged train loss come out grad_accum times too large.
     model.accepts_loss_kwargs = False
     MLMTrainer, CollatorPass = _trainer_classes()
-    train_collator = StepSeededCollator(MaskingCollator(cfg.masking, tok, seed=cfg.seed), cfg.seed, TRAIN_STREAM,
+    masking = cfg.masking.model_copy(update={"sop": True}) if cfg.objective == "mlm+sop" else cfg.masking
+    train_collator = StepSeededCollator(MaskingCollator(masking, tok, seed=cfg.seed), cfg.seed, TRAIN_STREAM,
                                         args.process_index)
     mixture, mix_counted = None, None
     if cfg.mix:
@@ -481,7 +534,7 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
         log.info("pretrain: replay mixture %s over %s blocks (%s)", ", ".join(
             f"{n} {w:.0%}" for n, w in zip(mixture["sources"], mixture["target"])), f"{len(train_ds):,}",
             ", ".join(f"{b:,} drawn from {t:,}" for b, t in zip(mixture["blocks_planned"], mixture["source_blocks"])))
-    eval_collator = eval_mask_collator(cfg.masking, tok, cfg.seed, args.process_index)
+    eval_collator = eval_mask_collator(masking, tok, cfg.seed, args.process_index)
     all_callbacks = [CollatorPass(train_collator), *(callbacks or [])]
     if mixture is not None and cfg.dataloader_workers == 0:
         all_callbacks.append(_mixture_callback(train_collator, cfg.grad_accum, mix_counted))
@@ -494,6 +547,7 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
         trainer = MLMTrainer(
             model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
             data_collator=train_collator, eval_collator=eval_collator, processing_class=tok,
+            pair_objective=cfg.objective != "mlm",
             compute_metrics=compute_metrics if do_eval else None,
             preprocess_logits_for_metrics=preprocess_logits_for_metrics if do_eval else None,
             callbacks=all_callbacks,
@@ -590,6 +644,8 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
                 "metrics": metrics,
                 "tokenizer": {"model": cfg.model, "vocab_size": len(tok), "vocab_sha256": model_vocab},
                 "mlm_head_reinitialised": bool(head_missing),
+                "objective": cfg.objective,
+                "pair_head_new": pair_head_new,
                 "mlm_head_missing_keys": head_missing,
                 "resumed_from": str(resume_from) if resume_from else None,
                 "checkpoints": str(ckpt_dir),
