@@ -320,11 +320,10 @@ def test_training_setup_fused_adamw_length_groups_and_tensorboard(review_data, t
     d = review_data
     base = [f"model={d / 'base'}", f"train={d / 'train.tsv'}", f"valid={d / 'valid.tsv'}", "max_steps=4",
             "max_length=32", *FAST]
-    m = run(load_stage_config("finetune", None, [*base, f"output={tmp_path / 'a'}"]))
+    m = run(load_stage_config("finetune", None, [*base, f"output={tmp_path / 'a'}", "group_by_length=true"]))
     assert seen[-1] == {"optimizer": "AdamW", "fused": True, "groups": 2, "sampling": "group_by_length"}
     tb = [p for p in (tmp_path / "a" / "tensorboard").rglob("*") if p.is_file()]
     assert tb and all(str(p.relative_to(tmp_path / "a")) in m["files"] for p in tb)
     assert not any(k.startswith("tensorboard/") for k in m["outputs"])
-    run(load_stage_config("finetune", None, [*base, f"output={tmp_path / 'b'}", "trainer.optim=adafactor",
-                                             "group_by_length=false"]))
+    run(load_stage_config("finetune", None, [*base, f"output={tmp_path / 'b'}", "trainer.optim=adafactor"]))
     assert seen[-1]["optimizer"] == "Adafactor" and seen[-1]["sampling"] == "random" and seen[-1]["groups"] == 2

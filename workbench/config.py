@@ -947,8 +947,8 @@ class FinetuneConfig(StageConfig):
     """Train once per seed (e.g. [1, 2, 3]); metrics.json keeps every seed's full valid/test metrics (`seeds.runs`) and mean ± std (sample std) of each scalar metric (`seeds.summary`); the model of the seed with the best valid metric is saved. Empty: one run with `seed`."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """Mixed precision. auto: bf16 on a GPU that supports it, else fp32; fp16 needs a GPU (on CPU it falls back to fp32)."""
-    group_by_length: bool = True
-    """Batch examples of similar length together (less padding: faster, on GPUs most), shuffled by the seed."""
+    group_by_length: bool = False
+    """Batch examples of similar length together (less padding: faster on long, mixed-length texts). Off by default: transformers sorts the batches of each 50-batch megabatch by length, so consecutive batches are correlated; measured here, a 40-step run on 200 reviews never left 50% accuracy with it (and learnt without it)."""
     logging_steps: int = 50
     """Log the train loss every this many steps."""
     trainer: dict[str, Any] = {}
