@@ -548,7 +548,7 @@ def render_markdown(r: dict[str, Any], brief: bool = False) -> str:
         lines.append(f"| {md_cell(name)} | {md_cell(str(a['pretrains'] or '—'))} | {s['n']} | "
                      f"{_fmt(s['mean'])} ± {_fmt(s['std'])} | "
                      + "".join(f"{_iv(a.get(f'vs_{c}'))} | " for c in controls) + f"{_verdicts(a)} |")
-    if "general_more" not in r["arms"] and any(a["pretrains"] for a in r["arms"].values()):
+    if "general_more" not in r["arms"] and "none" in controls and any(a["pretrains"] for a in r["arms"].values()):
         lines.append("\n**No same-budget control in this run** (arm `general_more`): a gain over `none` may come from "
                      "more pretraining steps on any text, not from the domain.")
     lines.append("")
