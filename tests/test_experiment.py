@@ -166,10 +166,11 @@ def test_two_arms_two_seeds_end_to_end_and_an_interrupted_run_resumes(demo, tmp_
 
 def test_config_errors_name_every_problem(demo, tmp_path):
     with pytest.raises(ConfigError) as e:
-        _cfg(demo, tmp_path / "r", "arms=[none, whole_wrd, replay, general_more]", "finetune.seed=3",
-             "pretrain.max_stepz=4", "seeds=[1, 1]", "probe.every=10", "finetune.task=tagging", "replay.weight=1.5")
+        _cfg(demo, tmp_path / "r", "finetune.seed=3",
+             "pretrain.max_stepz=4", "seeds=[1, 1]", "probe.every=10", "finetune.task=tagging", "replay.weight=1.5",
+             "arms=[none, whole_wrd, replay, general_more, none+sop]")
     msg = str(e.value)
-    for part in ("did you mean 'whole_word'", "replay.weight: 1.5", "finetune.seed: set per cell",
+    for part in ("did you mean 'whole_word'", "replay.weight: 1.5", "'none+sop'", "finetune.seed: set per cell",
                  "pretrain.max_stepz: unknown key", "seeds:", "probe.every"):
         assert part in msg, (part, msg)
 
@@ -282,12 +283,14 @@ def test_cells_follow_file_contents_not_timestamps(tmp_path):
     assert fingerprint(cfg_dir, again) != changed[1]
 
 
-def test_replay_arm_mixes_general_text_in(demo, tmp_path):
-    """arms=[none, replay]: the replay arm pretrains on domain text with 25% general blocks
-    (pretrain `mix`), the achieved share is in the results, and it is compared with none."""
+def test_replay_and_sop_arms(demo, tmp_path):
+    """arms=[none, replay, whole_word+sop]: the replay arm pretrains on domain text with 25%
+    general blocks (pretrain `mix`), the achieved share is in the results; the +sop arm
+    pretrains with objective=mlm+sop on pair blocks of the domain corpus (segmented once more,
+    pairs=sop); both are compared with none."""
     from workbench.stages.experiment import run
 
-    cfg = _cfg(demo, tmp_path / "run", "arms=[none, replay]", "seeds=[0, 1]", "replay.weight=0.25",
+    cfg = _cfg(demo, tmp_path / "run", "arms=[none, replay, whole_word+sop]", "seeds=[0, 1]", "replay.weight=0.25",
                "probe.every=0", "pretrain.max_steps=8")
     run(cfg)
     r = json.loads((cfg.output_path() / "results.json").read_text(encoding="utf-8"))
@@ -296,3 +299,8 @@ def test_replay_arm_mixes_general_text_in(demo, tmp_path):
     assert sum(mix["blocks_trained"]) == 8 * 8 and mix["max_abs_deviation"] <= 0.01
     arm = r["arms"]["replay"]
     assert len(arm["cells"]) == 2 and "vs_none" in arm and arm["verdict"]
+    sop = json.loads((tmp_path / "run" / "arms" / "whole_word+sop" / "p0" / "pretrain" / "manifest.json").read_text())
+    assert sop["objective"] == "mlm+sop" and sop["config"]["input"].endswith("corpora/domain/segmented-sop")
+    seg = json.loads((tmp_path / "run" / "corpora" / "domain" / "segmented-sop" / "manifest.json").read_text())
+    assert seg["config"]["pairs"] == "sop"
+    assert len(r["arms"]["whole_word+sop"]["cells"]) == 2 and "vs_none" in r["arms"]["whole_word+sop"]

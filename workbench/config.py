@@ -1183,7 +1183,7 @@ class ExperimentConfig(StageConfig):
     forgetting: dict[str, Any] | None = None
     """Optional general task (a `finetune` section, e.g. MSRA NER) fine-tuned from the base and from every pretrained arm: did domain pretraining cost general ability?"""
     arms: list[Union[str, ExperimentArm]] = ["none", "general_more", "whole_word"]
-    """none (the base as is), general_more (same budget on `general`: the control), token | whole_word | entity_ngram | span | mixture (domain text, that masking), replay (domain text with `replay.weight` of `replay.corpus` mixed in, the shared masking), or {name, corpus, masking}."""
+    """none (the base as is), general_more (same budget on `general`: the control), token | whole_word | entity_ngram | span | mixture (domain text, that masking), replay (domain text with `replay.weight` of `replay.corpus` mixed in, the shared masking), any of these + `+sop` (adds ALBERT's sentence-order objective on pair blocks of the same corpus, e.g. whole_word+sop), or {name, corpus, masking}."""
     seeds: list[int] = [0, 1, 2]
     """Fine-tune seeds: every arm is fine-tuned once per seed; arms are paired by seed."""
     pretrain_seeds: list[int] = [0]
@@ -1256,9 +1256,10 @@ class ExperimentConfig(StageConfig):
                     out.append(f"arms: unknown arm '{arm}'" + (f" (did you mean '{close[0]}'?)" if close else
                                f"; built-in arms are {', '.join(self.BUILTIN_ARMS)}, or give {{name, corpus, masking}}"))
                     continue
-                if arm.endswith("+sop"):
-                    out.append(f"arms: '{arm}': +sop arms need their own pair-block segmentation, not wired into experiment "
-                               "yet; run pretrain objective=mlm+sop on a segment pairs=sop output by hand, or drop '+sop'")
+                if arm == "none+sop":
+                    out.append("arms: 'none+sop': `none` does not pretrain; drop '+sop'")
+                if arm.endswith("+sop") and (self.pretrain.get("objective") or "mlm") != "mlm":
+                    out.append(f"arms: '{arm}' sets the objective itself; drop pretrain.objective")
                 if base_name == "replay":
                     if self.replay.corpus not in self.corpora:
                         out.append(f"replay.corpus: '{self.replay.corpus}' is not a corpus under corpora "

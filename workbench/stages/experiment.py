@@ -67,6 +67,7 @@ class Arm:
     masking: dict[str, Any] = field(default_factory=dict)
     base: str = ""                # the model it starts from
     replay: tuple[str, float] | None = None  # (corpus mixed in, its share of the blocks)
+    sop: bool = False             # + sentence-order prediction (pretrain objective=mlm+sop on pair blocks)
 
     @property
     def pretrains(self) -> bool:
@@ -77,6 +78,10 @@ def resolve_arms(cfg: ExperimentConfig) -> list[Arm]:
     shared_masking = dict(cfg.pretrain.get("masking") or {})
     arms = []
     for spec in cfg.arms:
+        if isinstance(spec, str) and spec.endswith("+sop"):
+            arm = resolve_arms(cfg.model_copy(update={"arms": [spec.removesuffix("+sop")]}))[0]
+            arms.append(Arm(spec, arm.corpus, arm.masking, arm.base, arm.replay, sop=True))
+            continue
         if isinstance(spec, ExperimentArm):
             masking = spec.masking.model_dump(mode="json") if spec.masking else shared_masking
             arms.append(Arm(spec.name, spec.corpus, masking if spec.corpus else {}, spec.base or cfg.base))
@@ -255,6 +260,11 @@ def _run(cfg: ExperimentConfig) -> dict[str, Any]:
             segmented[b][name] = out
             corpus_info[name].setdefault("blocks", (sm.get("counts") or {}).get("blocks"))
             corpus_info[name].setdefault("tokens", (sm.get("counts") or {}).get("tokens"))
+            if any(a.sop and a.corpus == name and a.base == b for a in arms):  # pair blocks for +sop arms
+                seg_sop = derive("segment", {**cfg.segment, "pairs": "sop"}, "segment", model=b, seed=cfg.seed,
+                                 input=str(base_dir / "prepared"), output=str(out.with_name(out.name + "-sop")))
+                runner.cell("segment", seg_sop, f"segment {name} (sentence pairs)")
+                segmented[b][f"{name}+sop"] = out.with_name(out.name + "-sop")
     results["corpora"] = corpus_info
 
     # 3. Held-out MLM loss of each starting model (the "before").
@@ -345,7 +355,11 @@ def _pretrain(runner: Runner, cfg: ExperimentConfig, arm: Arm, p: int, segmented
                        save_total_limit=steps // cfg.probe.every + 2)
     if arm.replay:
         section["mix"] = [{"input": str(segmented[arm.replay[0]]), "weight": arm.replay[1]}]
-    pre = derive("pretrain", section, "pretrain", model=arm.base, input=str(segmented[arm.corpus]), seed=p,
+    source = arm.corpus
+    if arm.sop:
+        section["objective"] = "mlm+sop"
+        source = f"{arm.corpus}+sop"
+    pre = derive("pretrain", section, "pretrain", model=arm.base, input=str(segmented[source]), seed=p,
                  output=str(arm_dir / "pretrain"))
     blocks = ((read_manifest(segmented[arm.corpus]) or {}).get("counts") or {}).get("blocks", {}).get("train") or 0
     if budget["max_steps"] > 0 and blocks:
