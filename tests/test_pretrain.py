@@ -451,6 +451,17 @@ def test_sentence_pair_objectives_train_and_export_the_pair_head(chain, tmp_path
         assert isinstance(BertForPreTraining.from_pretrained(out), BertForPreTraining)
         assert AutoModelForMaskedLM.from_pretrained(out).config.vocab_size == m["tokenizer"]["vocab_size"]
         assert np.isfinite(m["metrics"]["eval_loss"]) and np.isfinite(m["metrics"]["train_loss"])
+        assert 0.0 <= m["metrics"]["eval_pair_accuracy"] <= 1.0  # NSP / SOP accuracy on valid
+    # mlm+sop killed after its checkpoint and resumed: the same model as the uninterrupted run.
+    args = (f"input={segs['sop']}", "objective=mlm+sop", "max_steps=6", "batch_size=8", "eval_steps=6",
+            "save_steps=3", "lr=5e-3")
+    with pytest.raises(KeyboardInterrupt):
+        _pretrain(chain, tmp_path / "r", *args, callbacks=[_Crash(4).callback])
+    r = _pretrain(chain, tmp_path / "r", *args)
+    assert r["resumed_from"].endswith("checkpoint-3")
+    a, b = load_file(tmp_path / "mlm+sop" / "model.safetensors"), load_file(tmp_path / "r" / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)
     with pytest.raises(StageInputError, match="next-sentence labels .* objective=mlm would ignore"):
         _pretrain(chain, tmp_path / "x", f"input={segs['nsp']}", "max_steps=1")
     with pytest.raises(StageInputError, match=r"objective=mlm\+sop needs sentence-pair blocks made by `segment pairs=sop`"):

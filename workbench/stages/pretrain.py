@@ -191,8 +191,13 @@ def preprocess_logits_for_metrics(logits, labels):
     """Logits → [B, L] predicted ids, so evaluation does not keep V floats per token. The
     sparse head gives [N, V] logits for the N labelled positions (row-major): their argmax is
     put back at those positions (-100 elsewhere, never compared)."""
-    if isinstance(logits, tuple):
+    if isinstance(logits, (tuple, list)):
+        if len(logits) == 2 and logits[1].dim() == 2 and logits[1].shape[-1] == 2:  # BertForPreTraining
+            mlm_labels = labels[0] if isinstance(labels, (tuple, list)) else labels
+            return preprocess_logits_for_metrics(logits[0], mlm_labels), logits[1].argmax(dim=-1)
         logits = logits[0]
+    if isinstance(labels, (tuple, list)):
+        labels = labels[0]
     if logits.dim() == 2 and labels is not None and labels.dim() == 2:
         preds = labels.new_full(labels.shape, IGNORE_INDEX)
         preds[labels != IGNORE_INDEX] = logits.argmax(dim=-1)
@@ -203,7 +208,13 @@ def preprocess_logits_for_metrics(logits, labels):
 def compute_metrics(eval_pred) -> dict[str, float]:
     """Masked-token accuracy over the labelled positions (labels != -100)."""
     preds, labels = eval_pred.predictions, eval_pred.label_ids
+    pair = {}
     if isinstance(labels, (tuple, list)):  # BertForPreTraining: (MLM labels, pair labels)
+        if isinstance(preds, (tuple, list)) and len(preds) == 2 and len(labels) == 2:
+            p_pair, l_pair = np.asarray(preds[1]).reshape(-1), np.asarray(labels[1]).reshape(-1)
+            scored = l_pair != IGNORE_INDEX
+            pair = {"pair_accuracy": float((p_pair[scored] == l_pair[scored]).mean()) if scored.any() else 0.0,
+                    "pair_examples": int(scored.sum())}
         labels = labels[0]
     if isinstance(preds, (tuple, list)):
         preds = preds[0]
@@ -211,7 +222,7 @@ def compute_metrics(eval_pred) -> dict[str, float]:
     labelled = labels != IGNORE_INDEX
     n = int(labelled.sum())
     return {"masked_accuracy": float((preds[labelled] == labels[labelled]).sum() / n) if n else 0.0,
-            "masked_tokens": n}
+            "masked_tokens": n, **pair}
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
@@ -451,7 +462,11 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
 
     check_pair_objective(cfg.objective, (upstream.get("config") or {}).get("pairs", "none"), in_dir)
 
-    # 2. The model; its MLM head must be continued, not re-initialised.
+    # 2. The model; its MLM head must be continued, not re-initialised. Weights the checkpoint
+    # lacks (a new pair head) are drawn from the run's seed, so two runs start alike.
+    from transformers import set_seed
+
+    set_seed(cfg.seed)
     pair_head_new = None
     if cfg.objective == "mlm":
         model, head_missing = load_masked_lm(cfg.model, needed_by="pretrain")
@@ -601,6 +616,7 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
         "eval_loss": final_eval.get("eval_loss"),
         "eval_perplexity": final_eval.get("eval_perplexity"),
         "eval_masked_accuracy": final_eval.get("eval_masked_accuracy"),
+        "eval_pair_accuracy": final_eval.get("eval_pair_accuracy"),
         "best_checkpoint": trainer.state.best_model_checkpoint,
     }
     train_logs = [h for h in history if "loss" in h]
