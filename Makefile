@@ -20,7 +20,7 @@ WB := $(VENV)/bin/workbench
 STAMP := $(VENV)/.installed
 DEMO_DATA := corpora/demo/README.md
 
-.PHONY: base experiment setup demo demo-data prepare vocab init-model extend-vocab segment pretrain finetune export desensitise remap report test docs clean clean-demo
+.PHONY: gpu-check base experiment setup demo demo-data prepare vocab init-model extend-vocab segment pretrain finetune export desensitise remap report test docs clean clean-demo
 
 setup: $(STAMP)
 $(STAMP): pyproject.toml
@@ -140,6 +140,11 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # Regenerate the config reference in README.md from the config models.
+# On a GPU: the GPU-marked tests + the bert-base pretrain throughput / MFU benchmark (<= 8 min),
+# results in benchmarks/results/gpu_check_<device>.json. Without a GPU: says so, exits 0.
+gpu-check: | $(STAMP)
+	$(VENV)/bin/python benchmarks/gpu_check.py
+
 docs: | $(STAMP)
 	$(VENV)/bin/python -m workbench.config README.md
 

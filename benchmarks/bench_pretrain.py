@@ -7,23 +7,25 @@ What it measures, in one run and one process:
     on the same blocks' input_ids (what users run without the workbench).
 Same model, batch, sequence length, optimizer and step count; the first steps (allocation,
 warm-up) are excluded by timing steps `warmup+1 .. steps` through a callback. Printed:
-sequences/s, tokens/s, achieved TFLOP/s (6 x parameters x tokens, the usual estimate that
-ignores attention), MFU when a peak is known (a GPU's bf16 dense peak), and ours/baseline.
+sequences/s, tokens/s, achieved TFLOP/s and MFU when a peak is known (a GPU's dense bf16
+peak): FLOPs per token = 6 x non-embedding parameters outside the MLM head + 6 x head
+parameters x the share of positions the head is computed at (1 dense, 0.15 sparse) +
+12 x layers x hidden x seq for attention; and ours/baseline.
 
 Setups, each timed the same way:
-  baseline      plain Trainer + DataCollatorForLanguageModeling (token masking), dense MLM head
+  baseline      plain Trainer + DataCollatorForLanguageModeling (token masking), transformers'
+                own defaults (fused AdamW), dense MLM head
   ours-dense    the workbench collator (whole-word masking from stored spans), dense MLM head
   ours          the pretrain stage's defaults: workbench collator + MLM head on the labelled
-                positions only (workbench.modeling, `sparse_mlm_head: true`), and on a GPU
-                fused AdamW (`adamw_torch_fused`)
+                positions only (workbench.modeling, `sparse_mlm_head: true`); the same
+                optimizer as the baseline (TrainingArguments' default)
 Levers not applied (yet): unpadding (the blocks are packed full, so there is little padding
 to remove), flash attention beyond PyTorch SDPA (transformers' default for BERT), torch.compile.
 
 Shapes: on CPU a tiny BERT (2 layers x 128 hidden) at seq 128 so it always runs; with a CUDA
 GPU the bert-base-chinese shape (12 x 768, vocab 21,128) at seq 128 and 512 in bf16.
-The FLOP count per token for MFU is the model's 6 x parameters (head on all tokens), the
-usual convention, for all setups: a sparse head does less work for the same useful result,
-which shows as a higher "MFU" by this convention.
+A sparse head is credited only with the head work it does. Without ../shared the CPU run
+builds a small vocabulary and says so; on a GPU (or with --require-google-vocab) it refuses.
 
 Run from the repository root:
     .venv/bin/python benchmarks/bench_pretrain.py [--steps 30]
@@ -46,7 +48,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SHARED_VOCAB = REPO.parent / "shared" / "data" / "vocab" / "bert_base_chinese_vocab.txt"
 RESULTS = REPO / "benchmarks" / "results"
-H100_BF16_DENSE_TFLOPS = 989.0
 
 
 def main() -> None:
@@ -54,6 +55,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--require-google-vocab", action="store_true", help="refuse to run with a built vocab")
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="the GPU's dense bf16 peak for MFU (default: looked up from the device name)")
     args = ap.parse_args()
 
     import datasets
@@ -70,8 +74,14 @@ def main() -> None:
     lines = peoples_daily_lines(6000)
     if SHARED_VOCAB.exists():
         vocab_file, vocab_note = SHARED_VOCAB, "Google bert-base-chinese vocab"
+    elif gpu or args.require_google_vocab:
+        # A smaller vocabulary shrinks the MLM head, the largest matmul: the figures would
+        # not be those of bert-base-chinese. Refuse rather than report them.
+        sys.exit(f"bench_pretrain: {SHARED_VOCAB} is missing; the bert-base-chinese shape needs its 21,128-token "
+                 "vocab (../shared/data/vocab). Nothing measured.")
     else:
-        vocab_file, vocab_note = write_char_vocab(lines, Path(tempfile.mkdtemp()) / "vocab.txt"), "built char vocab"
+        vocab_file, vocab_note = write_char_vocab(lines, Path(tempfile.mkdtemp()) / "vocab.txt"), \
+            "built char vocab (no ../shared: CPU tiny shape only)"
     tok = load_tokenizer(str(vocab_file), needed_by="bench_pretrain")
     shapes = [(12, 768, 12, 128), (12, 768, 12, 512)] if gpu else [(2, 128, 2, 128)]
     out_lines = [f"bench_pretrain on {'GPU ' + torch.cuda.get_device_name(0) if gpu else 'CPU'}: "
@@ -95,7 +105,9 @@ def main() -> None:
             if name.startswith("ours"):
                 collator, data = MaskingCollator(MaskingConfig(strategy="whole_word"), tok, seed=0), ds
                 set_sparse_mlm_head(model, name == "ours")
-            else:
+            else:  # transformers' own defaults. Its whole_word_mask=True needs the tokenizer's
+                # offset_mapping per example (it finds words by gaps between offsets, which Chinese
+                # text does not have: whole clauses get masked), so token masking is the baseline.
                 collator = DataCollatorForLanguageModeling(tok, mlm_probability=0.15)
                 data = ds.select_columns(["input_ids"])
             timer = _StepTimer(args.warmup)
@@ -103,16 +115,24 @@ def main() -> None:
                 output_dir=tempfile.mkdtemp(), per_device_train_batch_size=args.batch, max_steps=args.steps,
                 learning_rate=1e-4, report_to=[], save_strategy="no", logging_strategy="no",
                 remove_unused_columns=False, bf16=gpu, use_cpu=not gpu, dataloader_num_workers=0, seed=0,
-                optim="adamw_torch_fused" if gpu and name == "ours" else "adamw_torch",
-                disable_tqdm=True,
+                disable_tqdm=True,  # the optimizer: TrainingArguments' default (fused AdamW) for every setup
             )
             Trainer(model=model, args=targs, train_dataset=data, data_collator=collator,
                     callbacks=[timer]).train()
             timed_steps = args.steps - args.warmup
             seqs = timed_steps * args.batch / timer.elapsed
             toks = seqs * seq
-            tflops = 6 * n_params * toks / 1e12
-            mfu = tflops / H100_BF16_DENSE_TFLOPS if gpu else None
+            # FLOPs per token (training = 3 x forward): 6 x the encoder's and pooler's parameters,
+            # 6 x the MLM head's on the positions it is computed at (all for a dense head, the
+            # ~15% labelled for the sparse one), plus attention's 12 x layers x hidden x seq
+            # (QK^T and AV, forward + backward). Embedding lookups are not matmuls: not counted.
+            head = sum(p.numel() for n_, p in model.named_parameters() if n_.startswith("cls."))
+            emb = sum(p.numel() for n_, p in model.named_parameters() if ".embeddings." in n_)
+            head_share = 0.15 if name == "ours" else 1.0
+            flops_per_token = (6 * (n_params - head - emb) + 6 * head * head_share + 12 * layers * hidden * seq)
+            tflops = flops_per_token * toks / 1e12
+            peak = args.peak_tflops or (_gpu_peak(torch.cuda.get_device_name(0)) if gpu else None)
+            mfu = tflops / peak if peak else None
             results.append({"shape": f"{layers}x{hidden}, seq {seq}", "tool": name, "seq_per_s": seqs,
                             "tokens_per_s": toks, "tflops": tflops, "mfu": mfu, "params": n_params})
     out_lines.append(f"{'shape':<22} {'setup':<10} {'seq/s':>9} {'tokens/s':>11} {'TFLOP/s':>9} {'MFU':>7}")
@@ -129,7 +149,7 @@ def main() -> None:
         out_lines.append(f"  {shape}: ours / baseline = {ours['seq_per_s'] / base['seq_per_s']:.2f}x sequences/s; "
                          f"ours-dense / baseline = {dense['seq_per_s'] / base['seq_per_s']:.2f}x "
                          f"(collator alone), ours / ours-dense = {ours['seq_per_s'] / dense['seq_per_s']:.2f}x "
-                         f"(sparse MLM head{' + fused AdamW' if gpu else ''})")
+                         f"(sparse MLM head)")
     if not gpu:
         out_lines.append("  (CPU, tiny shape: MFU needs a GPU peak; rerun on a GPU for the bert-base shape)")
     text = "\n".join(out_lines)
@@ -139,6 +159,12 @@ def main() -> None:
     (RESULTS / f"bench_pretrain_{tag}.txt").write_text(text + "\n", encoding="utf-8")
     (RESULTS / f"bench_pretrain_{tag}.json").write_text(json.dumps({"machine": platform.platform(),
                                                                      "results": results}, indent=2) + "\n")
+
+
+def _gpu_peak(name: str) -> float | None:
+    """Dense bf16 tensor-core peak (TFLOP/s) of known GPUs, from the vendors' data sheets."""
+    table = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "4090": 165.0}
+    return next((v for k, v in table.items() if k in name), None)
 
 
 class _StepTimer:
