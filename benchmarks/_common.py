@@ -46,3 +46,23 @@ def save_results(name: str, text: str, data: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.txt").write_text(text + "\n", encoding="utf-8")
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# The plain baseline prepare is compared with (run as `python -c PLAIN_PREPARE corpus out cache`):
+# datasets.load_dataset("text") + exact dedup of the stripped lines (pandas) + a seeded hash
+# split + save_to_disk; no cleaning, no near-duplicates. Prints documents in and kept.
+PLAIN_PREPARE = r"""
+import hashlib, sys, datasets
+datasets.disable_progress_bars()
+ds = datasets.load_dataset("text", data_files=sys.argv[1], split="train", cache_dir=sys.argv[3])
+df = ds.to_pandas()
+df["text"] = df["text"].str.strip()
+df = df[df["text"] != ""].drop_duplicates("text")
+def split(t):
+    u = int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8, key=b"0").digest(), "little") / 2**64
+    return "valid" if u < 0.01 else "train"
+df["split"] = df["text"].map(split)
+datasets.DatasetDict({s: datasets.Dataset.from_pandas(g[["text"]], preserve_index=False)
+                      for s, g in df.groupby("split")}).save_to_disk(sys.argv[2], max_shard_size="500MB")
+print(len(ds), len(df))
+"""

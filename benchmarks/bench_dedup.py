@@ -41,24 +41,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, RESULTS, SHARED
+from _common import PLAIN_PREPARE, REPO, RESULTS, SHARED
 
 CORPORA = {"weibo": SHARED / "weibo_ced_posts" / "posts.txt", "news": SHARED / "news_xwlb" / "stories.txt"}
 
-_BASELINE = r"""
-import hashlib, sys, datasets, pandas as pd
-datasets.disable_progress_bars()
-ds = datasets.load_dataset("text", data_files=sys.argv[1], split="train", cache_dir=sys.argv[3])
-df = ds.to_pandas()
-df["text"] = df["text"].str.strip()
-df = df[df["text"] != ""].drop_duplicates("text")
-def split(t):
-    u = int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8, key=b"0").digest(), "little") / 2**64
-    return "valid" if u < 0.01 else "train"
-df["split"] = df["text"].map(split)
-datasets.DatasetDict({s: datasets.Dataset.from_pandas(g[["text"]], preserve_index=False)
-                      for s, g in df.groupby("split")}).save_to_disk(sys.argv[2])
-"""
 
 
 def _clean_texts(path: Path, limit: int | None) -> list[str]:
@@ -202,7 +188,7 @@ def main() -> None:
         if not args.skip_prepare:
             py = sys.executable
             variants = {
-                "baseline": lambda i: [py, "-c", _BASELINE, str(path), str(work / f"base-{name}-{i}"), str(work / "hf-cache")],
+                "baseline": lambda i: [py, "-c", PLAIN_PREPARE, str(path), str(work / f"base-{name}-{i}"), str(work / "hf-cache")],
                 "prepare_w1": lambda i: [py, "-m", "workbench", "prepare", f"input={path}",
                                          f"output={work / f'w1-{name}-{i}'}", "workers=1"],
                 "prepare_w2": lambda i: [py, "-m", "workbench", "prepare", f"input={path}",

@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import shutil
 import subprocess
 import sys
@@ -49,28 +47,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, RESULTS, SHARED  # noqa: E402
+from _common import PLAIN_PREPARE, REPO, RESULTS, SHARED  # noqa: E402
 from bench_prepare import _lines, load_pool, machine_info, measure, split_sentences  # noqa: E402
 
 MB = 2**20
 SEED = 20261205
 WORK = REPO / "benchmarks" / "work" / "scale"
 
-_BASELINE = r"""
-import hashlib, sys, datasets
-datasets.disable_progress_bars()
-ds = datasets.load_dataset("text", data_files=sys.argv[1], split="train", cache_dir=sys.argv[3])
-df = ds.to_pandas()
-df["text"] = df["text"].str.strip()
-df = df[df["text"] != ""].drop_duplicates("text")
-def split(t):
-    u = int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8, key=b"0").digest(), "little") / 2**64
-    return "valid" if u < 0.01 else "train"
-df["split"] = df["text"].map(split)
-datasets.DatasetDict({s: datasets.Dataset.from_pandas(g[["text"]], preserve_index=False)
-                      for s, g in df.groupby("split")}).save_to_disk(sys.argv[2], max_shard_size="500MB")
-print(len(ds), len(df))
-"""
 
 
 def build(target_bytes: int, path: Path, rng) -> dict:
@@ -79,7 +62,6 @@ def build(target_bytes: int, path: Path, rng) -> dict:
         pool["news_xwlb"] = list(_lines(SHARED / "news_xwlb" / "stories.txt"))
         pool["weibo_ced_posts"] = list(_lines(SHARED / "weibo_ced_posts" / "posts.txt"))
     sentences = np.array(sorted(set(split_sentences([d for docs in pool.values() for d in docs]))), dtype=object)
-    lengths = np.array([len(s.encode("utf-8")) for s in sentences])
     written = docs = 0
     planted = {"exact": [], "near": [], "near_texts": []}  # (line of the copy, line of the original), 1-based
     recent: list[tuple[int, np.ndarray]] = []
@@ -200,7 +182,7 @@ def main() -> None:
 
     out.append("\nprepare (whole CLI process, start-up included):")
     print(out[-1])
-    run("baseline", [py, "-c", _BASELINE, str(corpus), str(WORK / "baseline"), str(WORK / "hf-cache")], size_mib)
+    run("baseline", [py, "-c", PLAIN_PREPARE, str(corpus), str(WORK / "baseline"), str(WORK / "hf-cache")], size_mib)
     shutil.rmtree(WORK / "hf-cache", ignore_errors=True)
     shutil.rmtree(WORK / "baseline", ignore_errors=True)
     for w in (1, 2):

@@ -700,12 +700,14 @@ def accept_changes(directory: str | Path, reason: str) -> dict[str, Any]:
     return entry
 
 
-def save_shards(dd, path: str | Path, shard_size: str) -> None:
+def save_shards(dd, path: str | Path, shard_size: str) -> dict[str, list[str]]:
     """``DatasetDict.save_to_disk`` in Arrow shards of at most `shard_size` (e.g. "500MB")
-    per split. An empty split gets one (empty) shard: datasets writes zero shards for it,
-    which load_from_disk cannot read back (datasets 5.2)."""
+    per split; the shard file names per split, in order (for the manifest). An empty split
+    gets one (empty) shard: datasets writes zero shards for it, which load_from_disk cannot
+    read back (datasets 5.2)."""
     from workbench.config import shard_bytes
 
     limit = shard_bytes(shard_size)
     dd.save_to_disk(str(path), num_shards={k: max(1, -(-d.data.nbytes // limit)) if len(d) else 1
                                            for k, d in dd.items()})
+    return {k: sorted(f.name for f in (Path(path) / k).glob("data-*.arrow")) for k in dd}

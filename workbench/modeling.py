@@ -149,24 +149,34 @@ def _check_hub_model(model: str, *, needed_by: str, what: str) -> None:
         f"the HF cache here (HF_HOME / HF_HUB_CACHE)")
 
 
-def load_masked_lm(model: str, *, needed_by: str):
-    """(model, head_missing_keys). Raises StageInputError for a missing path, a directory
-    without config.json, or weights that do not load."""
-    from transformers import AutoModelForMaskedLM
-
+def _load_with_heads(cls, model: str, *, needed_by: str, what: str, fix: str):
+    """`cls.from_pretrained(model)` with its loading info, and the MLM head's missing keys
+    (warned about: a new head means pretraining starts from a random one). Raises
+    StageInputError for a missing path, a directory without config.json, or weights that do
+    not load."""
     local = check_model_path(model, needed_by=needed_by)
     try:
-        m, info = AutoModelForMaskedLM.from_pretrained(model, output_loading_info=True)
+        m, info = cls.from_pretrained(model, output_loading_info=True)
     except (OSError, ValueError, RuntimeError) as e:
         where = "the directory" if local else "the hub (no network here?) or a local directory of that name"
-        raise StageInputError(f"{needed_by}: cannot load a masked-LM model '{model}' from {where}: "
-                              f"{str(e).splitlines()[0]}\n  fix: pass model=DIR with config.json and "
-                              "model.safetensors (or pytorch_model.bin) of a BERT") from None
-    head_missing = sorted(k for k in info.get("missing_keys", []) if "cls.predictions" in k)
+        raise StageInputError(f"{needed_by}: cannot load {what} '{model}' from {where}: "
+                              f"{str(e).splitlines()[0]}\n  fix: {fix}") from None
+    missing = info.get("missing_keys", [])
+    head_missing = sorted(k for k in missing if "cls.predictions" in k)
     if head_missing:
         log.warning("%s: model '%s' has no MLM head weights (%s ...): the head was NEWLY INITIALISED, so "
                     "pretraining starts from a random head. Use a checkpoint saved with its MLM head (BertForMaskedLM/"
                     "BertForPreTraining).", needed_by, model, ", ".join(head_missing[:3]))
+    return m, head_missing, missing
+
+
+def load_masked_lm(model: str, *, needed_by: str):
+    """(model, head_missing_keys); see `_load_with_heads`."""
+    from transformers import AutoModelForMaskedLM
+
+    m, head_missing, _ = _load_with_heads(
+        AutoModelForMaskedLM, model, needed_by=needed_by, what="a masked-LM model",
+        fix="pass model=DIR with config.json and model.safetensors (or pytorch_model.bin) of a BERT")
     return m, head_missing
 
 
@@ -176,19 +186,10 @@ def load_masked_lm_with_pair_head(model: str, *, needed_by: str):
     it (every BertForMaskedLM) gets a new one, which is logged, not an error."""
     from transformers import BertForPreTraining
 
-    local = check_model_path(model, needed_by=needed_by)
-    try:
-        m, info = BertForPreTraining.from_pretrained(model, output_loading_info=True)
-    except (OSError, ValueError, RuntimeError) as e:
-        where = "the directory" if local else "the hub (no network here?) or a local directory of that name"
-        raise StageInputError(f"{needed_by}: cannot load a BERT with pretraining heads '{model}' from {where}: "
-                              f"{str(e).splitlines()[0]}\n  fix: pass model=DIR with config.json and the weights "
-                              "of a BERT") from None
-    missing = info.get("missing_keys", [])
-    head_missing = sorted(k for k in missing if "cls.predictions" in k)
-    if head_missing:
-        log.warning("%s: model '%s' has no MLM head weights: the head was NEWLY INITIALISED", needed_by, model)
-    pair_new = any("seq_relationship" in k for k in missing) or any("pooler" in k for k in missing)
+    m, head_missing, missing = _load_with_heads(
+        BertForPreTraining, model, needed_by=needed_by, what="a BERT with pretraining heads",
+        fix="pass model=DIR with config.json and the weights of a BERT")
+    pair_new = any("seq_relationship" in k or "pooler" in k for k in missing)
     if pair_new:
         log.info("%s: model '%s' has no sentence-pair head (or pooler): a new one is trained from scratch", needed_by, model)
     return m, head_missing, pair_new

@@ -15,8 +15,10 @@ model is loaded. The section is part of the stage config, so it is in the manife
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
+import os
 from typing import Any
 
 from workbench.errors import ConfigError
@@ -106,3 +108,18 @@ def training_arguments(settings: dict[str, Any], trainer: dict[str, Any], needed
     except (TypeError, ValueError) as e:
         keys = ", ".join(f"trainer.{k}={v!r}" for k, v in trainer.items()) or "(no trainer keys)"
         raise ConfigError([f"{needed_by}: TrainingArguments refused the settings ({keys}): {e}"]) from None
+
+
+@contextlib.contextmanager
+def tensorboard_dir(path):
+    """TENSORBOARD_LOGGING_DIR=path while a Trainer is built (its TensorBoardCallback reads
+    the log directory from the environment then), the previous value restored after."""
+    old = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(path)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
+        else:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = old

@@ -137,6 +137,7 @@ class BatchProcessor:
 
 # ---------------------------------------------------------------- running the batches
 _WORKER: BatchProcessor | None = None
+_WORKER_CFG: dict | None = None  # the config _WORKER was built from (Dask workers)
 
 
 def _init_worker(cfg_json: dict) -> None:
@@ -151,9 +152,10 @@ def _work(batch: Batch) -> BatchResult:
 
 def _process_remote(cfg_json: dict, batch: Batch) -> BatchResult:
     """Dask task: one processor per worker process, built on its first batch."""
-    global _WORKER
-    if _WORKER is None or _WORKER.cfg.model_dump(mode="json") != cfg_json:
+    global _WORKER_CFG
+    if _WORKER is None or _WORKER_CFG != cfg_json:
         _init_worker(cfg_json)
+        _WORKER_CFG = cfg_json
     return _WORKER.process(batch)
 
 

@@ -670,7 +670,7 @@ class Progress:
 
     def update(self, cells: dict[str, list[dict]]) -> None:
         seeds = self.cfg.seeds
-        lines = [f"| arm | " + " | ".join(f"seed {s}" for s in seeds) + f" | mean ({self.main} x100, test) |",
+        lines = ["| arm | " + " | ".join(f"seed {s}" for s in seeds) + f" | mean ({self.main} x100, test) |",
                  "|---|" + "---|" * (len(seeds) + 1)]
         for arm in self.arms:
             cs = cells.get(arm.name, [])

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -47,7 +46,7 @@ from workbench.tasks.heads import TaskSpec, add_lora, freeze_layers, load_for_fi
 from workbench.tasks.labels import LabelMap, check_labels, infer_label_map
 from workbench.tasks.metrics import mean_std, summarize_runs
 from workbench.tasks.tags import tag_list
-from workbench.trainer_args import training_arguments
+from workbench.trainer_args import tensorboard_dir, training_arguments
 from workbench.vocab.tokenizer import load_tokenizer, unk_report
 
 log = logging.getLogger("workbench.finetune")
@@ -112,7 +111,6 @@ def train_features(records: list, spec: TaskSpec, lm: LabelMap, tok) -> tuple[li
 # --------------------------------------------------------------------------- 3. training
 def _trainer_class():
     """Trainer with the CRF's loss and learning rate (defined lazily: importing transformers is slow)."""
-    import torch
     from transformers import Trainer
 
     class FinetuneTrainer(Trainer):
@@ -253,18 +251,10 @@ def train_one(cfg: FinetuneConfig, spec: TaskSpec, tok, feats: list[dict], valid
     best: dict[str, Any] = {}
     evaluate = lambda m: evaluate_records(m, crf_of(m), tok, spec, valid, batch_size=cfg.eval_batch_size)[0]  # noqa: E731
     callback = _eval_callback(evaluate, cfg.main_metric(), cfg.early_stopping_patience, cfg.eval_steps, history, best)
-    # TensorBoardCallback reads its log dir from the environment when the Trainer is built.
-    old_tb = os.environ.get("TENSORBOARD_LOGGING_DIR")
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(work / "tensorboard" / f"seed-{seed}")
-    try:
+    with tensorboard_dir(work / "tensorboard" / f"seed-{seed}"):
         trainer = _trainer_class()(
             model=model, args=args, train_dataset=feats, data_collator=lambda b: pad_batch(b, tok.pad_token_id),
             callbacks=[callback], crf_lr=cfg.crf_lr)
-    finally:
-        if old_tb is None:
-            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
-        else:
-            os.environ["TENSORBOARD_LOGGING_DIR"] = old_tb
     trainer.train()
     model.load_state_dict(best["state"])
     del best["state"]

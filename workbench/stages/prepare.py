@@ -42,7 +42,6 @@ from workbench.manifest import atomic_output_dir, owns_output, save_shards, writ
 
 log = logging.getLogger("workbench.prepare")
 
-_excerpt = excerpt
 _BATCH_ROWS = 8192
 
 
@@ -141,7 +140,7 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
         for s in wanted:
             idx = np.flatnonzero(kept_mask & (split_col == SPLITS.index(s)))
             splits[s] = cand.select(idx).remove_columns(internal)
-        save_shards(datasets.DatasetDict(splits), tmp / "dataset", cfg.shard_size)
+        shards = save_shards(datasets.DatasetDict(splits), tmp / "dataset", cfg.shard_size)
         del cand
         shutil.rmtree(work)
 
@@ -171,7 +170,7 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
                                  "scheduler": cfg.scheduler, "batch_rows": cfg.batch_rows,
                                  # CPU of this (reading / writing) process alone: its ceiling on many cores
                                  "main_process_cpu_s": round(time.process_time() - cpu_started, 2)},
-                   "shards": {s: sorted(p.name for p in (tmp / "dataset" / s).glob("data-*.arrow")) for s in splits}},
+                   "shards": shards},
         )
     _print_summary(manifest, out_dir)
     return manifest
@@ -195,7 +194,7 @@ def _write_duplicates(path: Path, cand, dups) -> None:
                     "file": d["source"][j], "row": d["row"][j], "line": d["line"][j],
                     "reason": "duplicate_exact" if dups.kind[i] == EXACT else "duplicate_near",
                     "duplicate_of": {"file": o["source"][j], "row": o["row"][j]},
-                    "similarity": round(float(dups.similarity[i]), 3), "excerpt": _excerpt(d["text"][j]),
+                    "similarity": round(float(dups.similarity[i]), 3), "excerpt": excerpt(d["text"][j]),
                 }, ensure_ascii=False) + "\n")
 
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 import sys
 import time
@@ -55,7 +54,7 @@ from workbench.manifest import (MANIFEST, atomic_output_dir, claim_output, confi
 from workbench.masking.collator import IGNORE_INDEX, MaskingCollator
 from workbench.modeling import (cap_model_max_length, load_masked_lm, load_masked_lm_with_pair_head,
                                 set_sparse_mlm_head)
-from workbench.trainer_args import training_arguments
+from workbench.trainer_args import tensorboard_dir, training_arguments
 from workbench.vocab.normalize import install_char_map
 from workbench.vocab.tokenizer import load_tokenizer, vocab_fingerprint
 
@@ -555,10 +554,7 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
         all_callbacks.append(_mixture_callback(train_collator, cfg.grad_accum, mix_counted))
     if early:
         all_callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-    # TensorBoardCallback reads its log dir from the environment when the Trainer is built.
-    old_tb = os.environ.get("TENSORBOARD_LOGGING_DIR")
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(ckpt_dir / "tensorboard")
-    try:
+    with tensorboard_dir(ckpt_dir / "tensorboard"):
         trainer = MLMTrainer(
             model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
             data_collator=train_collator, eval_collator=eval_collator, processing_class=tok,
@@ -567,11 +563,6 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
             preprocess_logits_for_metrics=preprocess_logits_for_metrics if do_eval else None,
             callbacks=all_callbacks,
         )
-    finally:
-        if old_tb is None:
-            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
-        else:
-            os.environ["TENSORBOARD_LOGGING_DIR"] = old_tb
     (ckpt_dir / "pretrain_config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n",
                                                    encoding="utf-8")
     log.info("pretrain: %s train / %s valid blocks from %s, model %s → %s (checkpoints %s)%s",

@@ -97,12 +97,6 @@ class _BatchEncoder:
         return pa.Table.from_pylist(blocks, schema=self.features.arrow_schema)
 
 
-def _shards(dataset_dir: Path) -> dict[str, list[str]]:
-    """The Arrow shard files of each split, in order (datasets' naming)."""
-    return {split.name: sorted(p.name for p in split.glob("data-*.arrow"))
-            for split in sorted(dataset_dir.iterdir()) if split.is_dir()}
-
-
 _FORKED: dict[str, Any] = {}
 
 
@@ -198,7 +192,7 @@ def run(cfg: SegmentConfig) -> dict[str, Any]:
                 continue
             out[name] = _encode_split(ds, encoder, cfg.batch_size, num_proc, cache, name, run_key)
         result = datasets.DatasetDict(out)
-        save_shards(result, tmp / "dataset", cfg.shard_size)
+        shards = save_shards(result, tmp / "dataset", cfg.shard_size)
         del result, out
         shutil.rmtree(cache)
         tok.save_pretrained(str(tmp / "tokenizer"))
@@ -215,7 +209,7 @@ def run(cfg: SegmentConfig) -> dict[str, Any]:
             hash_exclude=tuple(f"dataset/{s}/state.json" for s in dd),
             extra={
                 "execution": {"num_proc": num_proc},
-                "shards": _shards(tmp / "dataset"),
+                "shards": shards,
                 "tokenizer": {"model": cfg.model, "class": type(tok).__name__, "vocab_size": len(tok),
                               "vocab_sha256": vocab_fingerprint(tok), "char_map": char_map},
                 "entity_types": seg.entity_types,
