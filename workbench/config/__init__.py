@@ -51,6 +51,7 @@ from workbench.config.evaluate import EvaluateConfig  # noqa: F401
 from workbench.config.experiment import ExperimentArm, ExperimentConfig, ProbeConfig, ReplayConfig, _section_problems, check_section  # noqa: F401
 from workbench.config.verify import VerifyConfig  # noqa: F401
 from workbench.config.clean import CleanupConfig  # noqa: F401
+from workbench.config.attention import AttentionConfig  # noqa: F401
 from workbench.errors import ConfigError
 
 
@@ -72,6 +73,7 @@ COMMANDS: dict[str, type[Section]] = {
     "verify": VerifyConfig,
     "clean": CleanupConfig,
     "experiment": ExperimentConfig,
+    "attention": AttentionConfig,
 }
 SHARED_KEYS = ("run", "seed")
 

@@ -25,6 +25,7 @@ RUNNERS = {
     "verify": "workbench.stages.verify:run",
     "clean": "workbench.stages.clean:run",
     "experiment": "workbench.stages.experiment:run",
+    "attention": "workbench.stages.attention:run",
 }
 
 
