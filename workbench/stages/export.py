@@ -13,6 +13,13 @@ The output is a ``save_pretrained`` directory that loads offline with plain tran
                 decodes with the CRF (workbench/tasks/crf_export.py);
   - task.json, metrics.json copied from the finetune output;
   - manifest.json with hashes of every file.
+
+Serving formats (workbench/serving.py), each also writing serving.json and a card section:
+  format=onnx   + model.onnx, its logits checked against PyTorch on held-out inputs (<= 1e-4)
+  format=int8   + model_quantized.onnx (onnxruntime dynamic quantisation): test-set metric
+                delta and CPU latency speed-up measured
+  format=fp16   model.safetensors in float16, metric delta measured
+A CRF tagger exports as hf only (its Viterbi is not in those graphs).
 """
 
 from __future__ import annotations
@@ -56,8 +63,8 @@ def run(cfg: ExportConfig) -> dict[str, Any]:
     upstream = require_stage_output(src, "finetune", needed_by="export")  # files match the manifest
     # The weights must load completely for the task's head, with the tokenizer, before the
     # export is announced as loadable (a random head would be served silently otherwise).
-    model, _crf, _tok, spec = load_task_model(src, needed_by="export")
-    del model, _crf, _tok
+    model, _crf, tok, spec = load_task_model(src, needed_by="export")
+    del _crf
     metrics = json.loads((src / "metrics.json").read_text(encoding="utf-8"))
     out = cfg.output_path()
     name = cfg.name or out.name
@@ -75,7 +82,17 @@ def run(cfg: ExportConfig) -> dict[str, Any]:
         (tmp / "labels.json").write_text(json.dumps(labels, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         if spec.task == "tagging":  # CJK words without spaces; a CRF becomes part of the model (crf_export.py)
             package_tagging_export(tmp, spec)
-        (tmp / "README.md").write_text(model_card(name, spec, metrics, upstream, char_map_in_dir(src)), encoding="utf-8")
+        card = model_card(name, spec, metrics, upstream, char_map_in_dir(src))
+        serving = None
+        if cfg.format != "hf":  # ONNX / int8 / fp16 beside the transformers files, measured (workbench/serving.py)
+            from workbench import serving as srv
+
+            serving = srv.serving_export(cfg.format, tmp, model, tok, spec, upstream, eval_file=cfg.eval_file,
+                                         max_records=cfg.eval_max_records, tolerance=cfg.parity_tolerance,
+                                         rounds=cfg.latency_rounds)
+            (tmp / "serving.json").write_text(json.dumps(serving, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+            card += "\n" + srv.card_section(serving)
+        (tmp / "README.md").write_text(card, encoding="utf-8")
         manifest = write_manifest(
             tmp, stage="export", config=cfg.model_dump(mode="json"),
             inputs=[{"finetune": str(src), "created": upstream.get("created"),
@@ -83,8 +100,13 @@ def run(cfg: ExportConfig) -> dict[str, Any]:
                     *[e for e in upstream.get("inputs", []) if "sha256" in e]],
             counts={k: v for k, v in upstream.get("counts", {}).items() if k in ("train", "valid", "test", "labels")},
             seed=upstream.get("seed", 0), started=started, finished=time.time(),
-            extra={"task": spec.task, "pipeline": "token-classification" if spec.task == "tagging" else "text-classification"},
+            extra={"task": spec.task, "pipeline": "token-classification" if spec.task == "tagging" else "text-classification",
+                   "format": cfg.format, **({"serving": serving} if serving else {})},
         )
     print(f"export → {out}: {spec.task} model, pipeline-loadable"
           + (" with trust_remote_code=True (BERT + CRF, modeling_bert_crf.py)" if spec.crf else ""))
+    if serving:
+        from workbench.serving import summary_line
+
+        print(summary_line(serving))
     return manifest
