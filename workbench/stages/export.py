@@ -20,6 +20,10 @@ Serving formats (workbench/serving.py), each also writing serving.json and a car
                 delta and CPU latency speed-up measured
   format=fp16   model.safetensors in float16, metric delta measured
 A CRF tagger exports as hf only (its Viterbi is not in those graphs).
+
+A `pretrain` input exports the masked LM itself (workbench/pretrained_export.py): a
+fill-mask directory whose card gives corpus size, budget, masking, base model and the
+held-out MLM loss before / after continued pretraining.
 """
 
 from __future__ import annotations
@@ -60,6 +64,10 @@ def public_metrics(value: Any) -> Any:
 def run(cfg: ExportConfig) -> dict[str, Any]:
     started = time.time()
     src = cfg.input_path()
+    if cfg.input_stage() == "pretrain":  # the continued-pretrained masked LM as a deliverable
+        from workbench.pretrained_export import export_pretrained
+
+        return export_pretrained(cfg, src, cfg.output_path())
     upstream = require_stage_output(src, "finetune", needed_by="export")  # files match the manifest
     # The weights must load completely for the task's head, with the tokenizer, before the
     # export is announced as loadable (a random head would be served silently otherwise).
