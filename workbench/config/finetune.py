@@ -106,6 +106,8 @@ class FinetuneConfig(StageConfig):
     """Share of the steps spent warming the learning rate up linearly from 0."""
     early_stopping_patience: int | None = None
     """Stop after this many valid evaluations in a row without a better valid metric (evaluations, not epochs: with `eval_steps` set these include the step evaluations); null = off. The best evaluation's weights are kept either way."""
+    keep_snapshots: int = 0
+    """Also keep the weights of the last this many valid evaluations (of the saved seed) as `snapshots/step-<N>.safetensors` in the output (one model's size each), for `workbench average`; 0 = none (only the best weights are saved). Not with LoRA."""
     seeds: list[int] = []
     """Train once per seed (e.g. [1, 2, 3]); metrics.json keeps every seed's full valid/test metrics (`seeds.runs`) and mean ± std (sample std) of each scalar metric (`seeds.summary`); the model of the seed with the best valid metric is saved. Empty: one run with `seed`."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -177,4 +179,7 @@ class FinetuneConfig(StageConfig):
             out.append(f"eval_steps: must be >= 1 or null (got {self.eval_steps})")
         if len(set(self.seeds)) != len(self.seeds):
             out.append(f"seeds: duplicates in {self.seeds}")
+        if self.keep_snapshots < 0 or (self.keep_snapshots and self.lora.r):
+            out.append("keep_snapshots: must be >= 0, and 0 with LoRA (the snapshots would hold the adapters, "
+                       "not the merged model's weights)")
         return out

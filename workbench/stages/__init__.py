@@ -26,6 +26,8 @@ RUNNERS = {
     "clean": "workbench.stages.clean:run",
     "experiment": "workbench.stages.experiment:run",
     "attention": "workbench.stages.attention:run",
+    "average": "workbench.stages.average:run",
+    "distil": "workbench.stages.distil:run",
 }
 
 

@@ -154,10 +154,30 @@ def _trainer_class():
     return FinetuneTrainer
 
 
-def _eval_callback(evaluate, main: str, patience: int | None, eval_steps: int | None, history: list, best: dict):
+def save_snapshot(model, directory: Path, step: int, epoch: float, scores: dict, keep: int) -> None:
+    """keep_snapshots: the model's weights after an evaluation as `directory/step-<N>.safetensors`
+    (its state_dict, CRF included), listed in `directory/index.json` with the valid score;
+    only the last `keep` stay (for `workbench average`)."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"step-{step}.safetensors"
+    save_file({k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()},
+              str(directory / name), metadata={"format": "pt"})
+    index_file = directory / "index.json"
+    index = json.loads(index_file.read_text(encoding="utf-8")) if index_file.is_file() else []
+    index = [e for e in index if e["step"] != step] + [{"file": name, "step": step, "epoch": epoch, **scores}]
+    for old in index[:-keep]:
+        (directory / old["file"]).unlink(missing_ok=True)
+    index_file.write_text(json.dumps(index[-keep:], indent=1) + "\n", encoding="utf-8")
+
+
+def _eval_callback(evaluate, main: str, patience: int | None, eval_steps: int | None, history: list, best: dict,
+                   snapshot=None):
     """Scores the valid set after every epoch, every `eval_steps` optimizer steps (when set)
     and at the end of training (if it stopped mid-epoch); keeps the best evaluation's weights
-    in `best` (ties: the earlier); stops early after `patience` evaluations without a better one."""
+    in `best` (ties: the earlier); stops early after `patience` evaluations without a better one.
+    `snapshot(model, step, epoch, value)`, when given, is called after every evaluation."""
     from transformers import TrainerCallback
 
     class EvaluateValid(TrainerCallback):
@@ -174,6 +194,8 @@ def _eval_callback(evaluate, main: str, patience: int | None, eval_steps: int | 
             history.append({"epoch": epoch, "step": state.global_step, main: value,
                             "train_loss": next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)})
             log.info("finetune: epoch %.2f step %d valid %s = %.4f", state.epoch or 0, state.global_step, main, value)
+            if snapshot is not None:
+                snapshot(model, state.global_step, epoch, value)
             if best.get("value") is None or value > best["value"]:
                 best.update(value=value, epoch=epoch, step=state.global_step, metrics=metrics,
                             state={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
@@ -250,7 +272,12 @@ def train_one(cfg: FinetuneConfig, spec: TaskSpec, tok, feats: list[dict], valid
     history: list[dict] = []
     best: dict[str, Any] = {}
     evaluate = lambda m: evaluate_records(m, crf_of(m), tok, spec, valid, batch_size=cfg.eval_batch_size)[0]  # noqa: E731
-    callback = _eval_callback(evaluate, cfg.main_metric(), cfg.early_stopping_patience, cfg.eval_steps, history, best)
+    snapshot = None
+    if cfg.keep_snapshots:  # the weights of the last keep_snapshots evaluations, for `workbench average`
+        snapshot = lambda m, step, epoch, value: save_snapshot(  # noqa: E731
+            m, work / f"seed-{seed}" / "snapshots", step, epoch, {cfg.main_metric(): value}, cfg.keep_snapshots)
+    callback = _eval_callback(evaluate, cfg.main_metric(), cfg.early_stopping_patience, cfg.eval_steps, history, best,
+                              snapshot=snapshot)
     with tensorboard_dir(work / "tensorboard" / f"seed-{seed}"):
         trainer = _trainer_class()(
             model=model, args=args, train_dataset=feats, data_collator=lambda b: pad_batch(b, tok.pad_token_id),
@@ -347,6 +374,10 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
         if (Path(work) / "tensorboard").is_dir():
             tb_keep = Path(tempfile.mkdtemp(prefix=".tb-", dir=Path(work).parent))
             shutil.copytree(Path(work) / "tensorboard", tb_keep / "tensorboard")
+        snap_keep = None
+        if cfg.keep_snapshots:  # the saved seed's evaluation snapshots go with the output
+            snap_keep = Path(tempfile.mkdtemp(prefix=".snap-", dir=Path(work).parent))
+            shutil.move(str(Path(work) / f"seed-{chosen[1]['seed']}" / "snapshots"), str(snap_keep / "snapshots"))
     (model, crf), best_run = chosen
 
     metrics: dict[str, Any] = {
@@ -399,6 +430,9 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
             shutil.move(str(tb_keep / "tensorboard"), str(tmp / "tensorboard"))
             shutil.rmtree(tb_keep, ignore_errors=True)
             tb_files = tuple(str(f.relative_to(tmp)) for f in (tmp / "tensorboard").rglob("*") if f.is_file())
+        if snap_keep is not None:
+            shutil.move(str(snap_keep / "snapshots"), str(tmp / "snapshots"))
+            shutil.rmtree(snap_keep, ignore_errors=True)
         manifest = write_manifest(
             tmp, stage="finetune", config=cfg.model_dump(mode="json"),
             inputs=[e for e in (_input_entry("train", cfg.train), _input_entry("valid", cfg.valid),
