@@ -73,6 +73,9 @@ def export_pretrained(cfg, src: Path, out: Path) -> dict[str, Any]:
                    "mlm_before_after": mlm, "fill_mask_check": check, "format": cfg.format}
         (tmp / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         facts = pretrain_facts(upstream, src)
+        from workbench.vocab.normalize import char_map_in_dir
+
+        facts["char_map_size"] = len(char_map_in_dir(src) or {})
         (tmp / "README.md").write_text(pretrained_card(name, facts, mlm, cfg.format), encoding="utf-8")
         manifest = write_manifest(
             tmp, stage="export", config=cfg.model_dump(mode="json"),
@@ -259,7 +262,10 @@ def pretrained_card(name: str, f: dict[str, Any], mlm: dict[str, Any], fmt: str)
     lines += ["## Limits", "",
               "- A masked LM: it fills in masked tokens; for classification or tagging fine-tune it first.",
               "- The loss above is on held-out text of the same corpus; other domains will score worse.",
-              "- Texts should be given in the form the corpus had (the tokenizer folds full-width forms only).", ""]
+              (f"- The tokenizer folds {f['char_map_size']} characters (full-width forms, curly quotes ...) as `prepare` "
+               "cleaned the corpus; nothing else is normalised: give texts in the form the corpus had."
+               if f.get("char_map_size") else
+               "- Texts are not cleaned or normalised by the tokenizer: give them in the form the corpus had."), ""]
     lines += ["## Files", "", "- `config.json`, `model.safetensors` (BertForMaskedLM), tokenizer files",
               "- `metrics.json`: pretrain's final metrics and the before/after scores",
               "- `manifest.json`: file hashes, inputs and versions", ""]
