@@ -45,13 +45,26 @@ class LoraConfig(Section):
     """Linear layers of each encoder layer that get adapters (BERT names: query, key, value, dense)."""
 
 
+class QAConfig(Section):
+    """Extractive question answering (task=qa): windows over long contexts, span decoding, a held-out test split."""
+
+    doc_stride: int | None = None
+    """Context tokens shared by consecutive windows of a long context (transformers' doc_stride); null: min(max_length // 2, 128), the question-answering pipeline's default. An answer is a train target only in the windows that hold all of it."""
+    max_answer_length: int = 30
+    """Longest answer span the decoder returns, in tokens (CJK characters are one token each)."""
+    test_articles: float = 0.0
+    """Hold out this fraction of the train file's articles (SQuAD `data[]` entries, never split) as the test set, drawn with `split_seed` (CMRC 2018: dev split into train/test, trial as valid); the two halves are written to the output's split/train.json and split/test.json for `workbench evaluate`. 0: off (test= a file)."""
+    split_seed: int = 0
+    """Seed of the article split (fixed apart from `seed`/`seeds`, so every training seed sees the same split)."""
+
+
 class FinetuneConfig(StageConfig):
     """Fine-tune a BERT for classification, sentence pairs, multi-label or character tagging (NER)."""
 
     output_dir_name: typing.ClassVar[str] = "finetune"
 
-    task: Literal["classification", "pair", "multilabel", "tagging"] = "classification"
-    """classification: one label per text; pair: one label per text pair; multilabel: 0..n labels per text; tagging: BIO/BIOES/BMES tags per character (NER)."""
+    task: Literal["classification", "pair", "multilabel", "tagging", "qa"] = "classification"
+    """classification: one label per text; pair: one label per text pair; multilabel: 0..n labels per text; tagging: BIO/BIOES/BMES tags per character (NER); qa: extractive question answering on SQuAD-style JSON (CMRC 2018), see `qa`."""
     model: str | None = None
     """Model directory (init-model / pretrain output, or any BERT save_pretrained dir) or hub id to start from."""
     train: str | None = None
@@ -80,12 +93,14 @@ class FinetuneConfig(StageConfig):
     """Tagging: a linear-chain CRF with BIO/BIOES transition constraints on top of the emissions; Viterbi decoding."""
     crf_lr: float = 1e-3
     """Learning rate of the CRF's transition scores (they start near zero and need more than the encoder's lr)."""
-    metric: Literal["auto", "accuracy", "macro_f1"] = "auto"
-    """Metric that picks the best evaluation (epoch or step). auto: accuracy (classification, pair), micro F1 (multilabel), entity F1 (tagging); macro_f1 only for classification/pair."""
+    metric: Literal["auto", "accuracy", "macro_f1", "em"] = "auto"
+    """Metric that picks the best evaluation (epoch or step). auto: accuracy (classification, pair), micro F1 (multilabel), entity F1 (tagging), CMRC 2018 character F1 (qa); macro_f1 only for classification/pair; em (exact match) only for qa."""
     threshold: float = 0.5
     """multilabel: a label is predicted when its probability is at least this."""
     freeze_layers: int | None = None
     """Freeze the embeddings and all but the last N encoder layers (0: train only the head); null trains everything."""
+    qa: QAConfig = QAConfig()
+    """task=qa: window stride, longest answer, held-out test articles."""
     lora: LoraConfig = LoraConfig()
     """LoRA adapters (lora.r > 0): only the adapters, the head, the pooler and the CRF train; the adapters are merged into the weights before saving, so the output is a plain model."""
     epochs: int = 3
@@ -125,7 +140,8 @@ class FinetuneConfig(StageConfig):
     def main_metric(self) -> str:
         if self.metric != "auto":
             return self.metric
-        return {"classification": "accuracy", "pair": "accuracy", "multilabel": "micro_f1", "tagging": "f1"}[self.task]
+        return {"classification": "accuracy", "pair": "accuracy", "multilabel": "micro_f1", "tagging": "f1",
+                "qa": "f1"}[self.task]
 
     def problems(self) -> list[str]:
         from workbench.trainer_args import FINETUNE_OWNED, trainer_problems
@@ -154,6 +170,7 @@ class FinetuneConfig(StageConfig):
             out.append("lora.target_modules: name at least one linear layer, e.g. [query, value]")
         if self.lora.r and self.freeze_layers is not None:
             out.append("lora and freeze_layers are both set: LoRA already freezes the encoder; use one")
+        out += self.qa_problems()
         if self.max_length < 8:
             out.append(f"max_length: must be at least 8 (got {self.max_length})")
         if self.window_overlap is not None and not 2 <= self.window_overlap < self.max_length - 2 - 1:
@@ -182,4 +199,27 @@ class FinetuneConfig(StageConfig):
         if self.keep_snapshots < 0 or (self.keep_snapshots and self.lora.r):
             out.append("keep_snapshots: must be >= 0, and 0 with LoRA (the snapshots would hold the adapters, "
                        "not the merged model's weights)")
+        return out
+
+    def qa_problems(self) -> list[str]:
+        """task=qa options, and options that do not apply to it."""
+        out = []
+        if self.metric == "em" and self.task != "qa":
+            out.append(f"metric: em (exact match) is for task=qa; task {self.task} uses metric=auto")
+        if self.task != "qa":
+            if self.qa != QAConfig():
+                out.append(f"qa.*: only for task=qa (task is {self.task})")
+            return out
+        if self.data.format not in ("auto",):
+            out.append(f"data.format: task=qa reads SQuAD-style JSON; leave data.format=auto (got {self.data.format})")
+        room = self.max_length - 3
+        if self.qa.doc_stride is not None and not 0 <= self.qa.doc_stride < room - 8:
+            out.append(f"qa.doc_stride: must be >= 0 and leave the question at least 8 tokens below the "
+                       f"{room} a window holds besides [CLS]/[SEP] (got {self.qa.doc_stride})")
+        if self.qa.max_answer_length < 1:
+            out.append(f"qa.max_answer_length: must be >= 1 (got {self.qa.max_answer_length})")
+        if not 0.0 <= self.qa.test_articles < 1.0:
+            out.append(f"qa.test_articles: a fraction in [0, 1) (got {self.qa.test_articles})")
+        if self.qa.test_articles and self.test:
+            out.append("qa.test_articles and test are both set: the test set is either held out of train or a file")
         return out

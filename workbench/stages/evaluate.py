@@ -70,6 +70,10 @@ def _errors(spec, records, preds: dict, worst: int) -> list[dict]:
     from workbench.tasks.inference import entities
 
     out = []
+    if spec.task == "qa":  # wrong answers, lowest F1 first (tasks/qa.py)
+        from workbench.tasks.qa import errors as qa_errors
+
+        return qa_errors(records, preds, worst)
     if spec.task == "tagging":
         for r, tags in zip(records, preds["tags"]):
             gold = {(s, e, t) for s, e, t in r.spans}
@@ -105,13 +109,14 @@ def _errors(spec, records, preds: dict, worst: int) -> list[dict]:
 
 def _report(spec, metrics: dict, source: str, n_errors: int) -> str:
     lines = [f"# Evaluation: {spec.task}", "", f"- input: {md_code(source)} ({metrics.get('n', '?')} records)"]
-    keys = {"tagging": ("precision", "recall", "f1", "macro_f1"), "multilabel": ("micro_f1", "macro_f1", "exact_match")}
+    keys = {"tagging": ("precision", "recall", "f1", "macro_f1"), "multilabel": ("micro_f1", "macro_f1", "exact_match"),
+            "qa": ("em", "f1")}
     for k in keys.get(spec.task, ("accuracy", "macro_f1", "weighted_f1")):
         lines.append(f"- {k}: {metrics[k]:.4f}")
     lines += [f"- errors listed in errors.jsonl: {n_errors}", ""]
     table = metrics.get("per_type" if spec.task == "tagging" else "per_class") or {}
     lines += ["| " + ("entity" if spec.task == "tagging" else "label") + " | precision | recall | f1 | support |",
-              "|---|---|---|---|---|"]
+              "|---|---|---|---|---|"] if table else []  # qa: no per-class table
     lines += [f"| {md_cell(k)} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |"
               for k, v in table.items()]
     if "confusion_matrix" in metrics:
@@ -193,7 +198,7 @@ def _evaluate_task(cfg: EvaluateConfig) -> dict[str, Any]:
             counts={"records": len(records), "errors_listed": len(errors), "dropped": check.dropped_records},
             seed=cfg.seed, started=started, finished=time.time(), extra={"task": spec.task},
         )
-    main = {"tagging": "f1", "multilabel": "micro_f1"}.get(spec.task, "accuracy")
+    main = {"tagging": "f1", "multilabel": "micro_f1", "qa": "f1"}.get(spec.task, "accuracy")
     print(f"evaluate → {out}: {len(records)} records, {main} {metrics[main]:.4f}, {len(errors)} errors listed")
     return manifest
 

@@ -90,7 +90,13 @@ def run(cfg: ExportConfig) -> dict[str, Any]:
         (tmp / "labels.json").write_text(json.dumps(labels, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         if spec.task == "tagging":  # CJK words without spaces; a CRF becomes part of the model (crf_export.py)
             package_tagging_export(tmp, spec)
-        card = model_card(name, spec, metrics, upstream, char_map_in_dir(src))
+        if spec.task == "qa":  # no QA pipeline in transformers 5: the decoder ships as qa_inference.py (tasks/qa.py)
+            from workbench.tasks import qa
+
+            qa.package_qa_export(tmp)
+            card = qa.model_card(name, spec, metrics, upstream)
+        else:
+            card = model_card(name, spec, metrics, upstream, char_map_in_dir(src))
         serving = None
         if cfg.format != "hf":  # ONNX / int8 / fp16 beside the transformers files, measured (workbench/serving.py)
             from workbench import serving as srv
@@ -108,7 +114,8 @@ def run(cfg: ExportConfig) -> dict[str, Any]:
                     *[e for e in upstream.get("inputs", []) if "sha256" in e]],
             counts={k: v for k, v in upstream.get("counts", {}).items() if k in ("train", "valid", "test", "labels")},
             seed=upstream.get("seed", 0), started=started, finished=time.time(),
-            extra={"task": spec.task, "pipeline": "token-classification" if spec.task == "tagging" else "text-classification",
+            extra={"task": spec.task, "pipeline": {"tagging": "token-classification", "qa": "question-answering"}.get(
+                       spec.task, "text-classification"),
                    "format": cfg.format, **({"serving": serving} if serving else {})},
         )
     print(f"export → {out}: {spec.task} model, pipeline-loadable"

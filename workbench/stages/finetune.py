@@ -58,6 +58,14 @@ def read_records(path: str, cfg: FinetuneConfig, data=None) -> tuple[list, dict]
     from workbench.tasks.data import read_tagging, read_text_records
 
     data = data or cfg.data
+    if cfg.task == "qa":  # SQuAD-style JSON (tasks/qa.py); data.repair moves misplaced answer_starts, counted
+        from workbench.tasks.qa import read_squad
+
+        records, info = read_squad(path, repair=data.repair, encoding=data.encoding)
+        if info.moved or info.not_in_context:
+            log.warning("finetune: %s: %d answer_start(s) moved to their text, %d reference(s) not in the context "
+                        "(scored, never trained on), e.g. %s", path, info.moved, info.not_in_context, info.examples[0])
+        return records, {"squad": info.summary()}
     if cfg.task == "tagging":
         fmt = {"auto": "auto", "jsonl": "jsonl", "conll": "conll"}[data.format]
         tf = read_tagging(path, format=fmt, repair=data.repair, text_key=data.text_column,
@@ -73,6 +81,8 @@ def read_records(path: str, cfg: FinetuneConfig, data=None) -> tuple[list, dict]
 
 
 def build_label_map(train: list, cfg: FinetuneConfig) -> LabelMap:
+    if cfg.task == "qa":
+        return LabelMap(())  # spans, no labels
     lm = infer_label_map(train)
     source = train[0].source
     if cfg.task == "tagging" and not lm.labels:
@@ -91,6 +101,10 @@ def train_features(records: list, spec: TaskSpec, lm: LabelMap, tok) -> tuple[li
     """Model inputs with labels, and the length statistics (truncated texts / windows)."""
     from workbench.tasks.windows import encode_chars, encode_classification, tagging_windows
 
+    if spec.task == "qa":
+        from workbench.tasks.qa import train_features as qa_features
+
+        return qa_features(records, tok, max_length=spec.max_length, doc_stride=spec.stride())
     if spec.task == "tagging":
         tag2id = {t: i for i, t in enumerate(spec.tags)}
         windows, stats = tagging_windows(encode_chars(tok, [r.text for r in records]), [r.spans for r in records],
@@ -310,15 +324,25 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
     train, train_info = read_records(cfg.train, cfg)
     valid, valid_info = read_records(cfg.valid, cfg)
     test, test_info = read_records(cfg.test, cfg) if cfg.test else (None, {})
+    qa_split = None
+    if cfg.task == "qa" and cfg.qa.test_articles:  # CMRC 2018: dev's articles split into train / test
+        from workbench.tasks.qa import split_by_article
+
+        train, test = split_by_article(train, cfg.qa.test_articles, cfg.qa.split_seed)
+        qa_split = {"from": cfg.train, "test_articles": cfg.qa.test_articles, "split_seed": cfg.qa.split_seed,
+                    "train": {"articles": len({r.article for r in train}), "questions": len(train)},
+                    "test": {"articles": len({r.article for r in test}), "questions": len(test)}}
     lm = build_label_map(train, cfg)
     multilabel = cfg.task == "multilabel"
     label_checks = {}
-    valid, check = check_labels(valid, lm, unknown=cfg.unknown_labels, map_to=cfg.unknown_label_to, multilabel=multilabel)
-    label_checks["valid"] = check.summary()
+    if cfg.task != "qa":  # qa has spans, not labels
+        valid, check = check_labels(valid, lm, unknown=cfg.unknown_labels, map_to=cfg.unknown_label_to,
+                                    multilabel=multilabel)
+        label_checks["valid"] = check.summary()
     if not valid:
         raise InputError(cfg.valid, "no valid record is left after dropping labels not in train",
                          "use a valid file with the train labels")
-    if test is not None:
+    if test is not None and cfg.task != "qa":
         test, check = check_labels(test, lm, unknown=cfg.unknown_labels, map_to=cfg.unknown_label_to, multilabel=multilabel)
         label_checks["test"] = check.summary()
     for name, info in (("train", train_info), ("valid", valid_info), ("test", test_info)):
@@ -331,8 +355,12 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
                     tags=tag_list(lm.labels, cfg.scheme) if cfg.task == "tagging" else [],
                     scheme=cfg.scheme, crf=cfg.crf, window_overlap=cfg.window_overlap, truncation=cfg.truncation,
                     head_tokens=cfg.head_tokens, threshold=cfg.threshold, data=cfg.data.model_dump(mode="json"),
-                    base_model=cfg.model)
+                    base_model=cfg.model, doc_stride=cfg.qa.doc_stride, max_answer_length=cfg.qa.max_answer_length)
     feats, train_length = train_features(train, spec, lm, tok)
+    if cfg.task == "qa" and (train_length["in_no_window"] or train_length["no_span"]):
+        log.warning("finetune: %d train question(s) have no answer in the context (not trained on) and %d an answer "
+                    "no window holds whole (only [CLS] targets; raise max_length or qa.doc_stride)",
+                    train_length["no_span"], train_length["in_no_window"])
     if cfg.task == "tagging" and train_length["lost_entities"]:
         log.warning("finetune: %d train entities start inside a token or on whitespace and cannot be learnt",
                     train_length["lost_entities"])
@@ -390,6 +418,10 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
         "length": {"max_length": cfg.max_length, "train": train_length,
                    "valid": best_run["valid"].get("length"), "test": (best_run["test"] or {}).get("length")},
     }
+    if cfg.task == "qa":  # what reading found (answer_starts moved, references not in the context), the split
+        metrics["squad"] = {k: v["squad"] for k, v in (("train", train_info), ("valid", valid_info),
+                                                       ("test", test_info)) if v}
+        metrics["split"] = qa_split
     if cfg.task == "tagging":
         metrics["tags"] = spec.tags
         metrics["repairs"] = {k: v for k, v in (("train", train_info), ("valid", valid_info), ("test", test_info)) if v}
@@ -419,6 +451,11 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
         tok.save_pretrained(str(tmp))
         spec.save(tmp)
         (tmp / "labels.json").write_text(lm.to_json() + "\n", encoding="utf-8")
+        if qa_split:  # the held-out articles as files, for `workbench evaluate input=.../split/test.json`
+            from workbench.tasks.qa import write_squad
+
+            write_squad(train, tmp / "split" / "train.json")
+            write_squad(test, tmp / "split" / "test.json")
         (tmp / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         if cfg.task in ("classification", "pair"):
             for split in ("valid", "test"):

@@ -10,6 +10,10 @@ One JSON object per input text, in input order:
     classification / pair  {"text", "label", "score", "top_k": [{"label", "score"}, ...]}
     multilabel             {"text", "labels": [...], "scores": {label: probability}}
     tagging                {"text", "entities": [{"start", "end", "type", "text"}]}
+    qa                     {"id", "question", "answer", "start", "end", "score", "n_best": [top_k answers]}
+
+QA input: a SQuAD-style .json file (question ids kept), .jsonl with {"question", "context"[,
+"id"]}, or text lines `question<TAB>context`; offsets are characters into the context.
 
 Entity offsets are character offsets [start, end) into the input text. Long texts are
 truncated (classification) or windowed and stitched (tagging) exactly as in finetune; a
@@ -104,7 +108,8 @@ def _is_predictions(path: Path) -> bool:
             row = json.loads(f.readline())
     except (OSError, UnicodeDecodeError, ValueError):
         return False
-    return isinstance(row, dict) and "text" in row and any(k in row for k in ("label", "labels", "entities"))
+    return isinstance(row, dict) and (("text" in row and any(k in row for k in ("label", "labels", "entities")))
+                                      or ("question" in row and "answer" in row))
 
 
 def run(cfg: PredictConfig) -> list[dict]:
@@ -118,9 +123,15 @@ def run(cfg: PredictConfig) -> list[dict]:
 def _predict(cfg: PredictConfig) -> list[dict]:
     verify_model_dir(cfg.model, needed_by="predict")
     model, crf, tok, spec = load_task_model(cfg.model, needed_by="predict")
-    texts, pairs = read_inputs(cfg, spec)
-    rows = predict_rows(model, crf, tok, spec, texts, pairs, top_k=cfg.top_k, batch_size=cfg.batch_size,
-                        threshold=cfg.threshold)
+    if spec.task == "qa":  # SQuAD-style .json, {"question", "context"[, "id"]} JSONL, or question<TAB>context lines
+        from workbench.tasks import qa
+
+        records = qa.read_questions(cfg.input, cfg.format, text=sys.stdin.read() if cfg.input == "-" else None)
+        rows = qa.predict_rows(model, tok, spec, records, top_k=cfg.top_k, batch_size=cfg.batch_size)
+    else:
+        texts, pairs = read_inputs(cfg, spec)
+        rows = predict_rows(model, crf, tok, spec, texts, pairs, top_k=cfg.top_k, batch_size=cfg.batch_size,
+                            threshold=cfg.threshold)
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     if cfg.output == "-":
         sys.stdout.write(lines)

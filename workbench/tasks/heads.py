@@ -34,7 +34,7 @@ log = logging.getLogger("workbench.tasks")
 
 TASK_FILE = "task.json"
 CRF_FILE = "crf.safetensors"
-TASKS = ("classification", "pair", "multilabel", "tagging")
+TASKS = ("classification", "pair", "multilabel", "tagging", "qa")
 
 
 @dataclass
@@ -53,6 +53,8 @@ class TaskSpec:
     threshold: float = 0.5  # multilabel
     data: dict = field(default_factory=dict)  # how the training files were read (for evaluate)
     base_model: str = ""
+    doc_stride: int | None = None  # qa: context tokens shared by consecutive windows (None: default_stride)
+    max_answer_length: int = 30  # qa: longest answer span, in tokens
 
     @property
     def multilabel(self) -> bool:
@@ -64,6 +66,12 @@ class TaskSpec:
         if self.window_overlap is not None:
             return self.window_overlap
         return min(max(2, window // 4), max(window - 1, 0))
+
+    def stride(self) -> int:
+        """qa: context tokens shared by consecutive windows (transformers' doc_stride)."""
+        from workbench.tasks.qa import default_stride
+
+        return self.doc_stride if self.doc_stride is not None else default_stride(self.max_length)
 
     def output_labels(self) -> list[str]:
         """The model's output ids in order: tags for tagging, else labels."""
@@ -96,7 +104,12 @@ def load_for_finetune(model: str, spec: TaskSpec, *, needed_by: str = "finetune"
     kwargs = dict(num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
     # The encoder must load completely; only the new head (and the pooler a masked LM lacks)
     # may be missing, and only a pretraining head may be left over.
-    if spec.task == "tagging":
+    if spec.task == "qa":  # BertForQuestionAnswering: start/end logits per token (tasks/qa.py)
+        from transformers import AutoModelForQuestionAnswering
+
+        m = load_complete(AutoModelForQuestionAnswering, model, needed_by=needed_by, num_labels=2,
+                          allow_missing=NEW_HEAD_KEYS + ("qa_outputs.",), allow_unexpected=UNUSED_PRETRAINING_KEYS)
+    elif spec.task == "tagging":
         m = load_complete(AutoModelForTokenClassification, model, needed_by=needed_by, allow_missing=NEW_HEAD_KEYS,
                           allow_unexpected=UNUSED_PRETRAINING_KEYS, **kwargs)
     else:
@@ -130,7 +143,8 @@ def add_lora(model, spec: TaskSpec, lora):
     CRF; everything else is frozen. Returns the PeftModel (merge_and_unload() after training)."""
     from peft import LoraConfig, TaskType, get_peft_model
 
-    config = LoraConfig(task_type=TaskType.TOKEN_CLS if spec.task == "tagging" else TaskType.SEQ_CLS,
+    task_type = {"tagging": TaskType.TOKEN_CLS, "qa": TaskType.QUESTION_ANS}.get(spec.task, TaskType.SEQ_CLS)
+    config = LoraConfig(task_type=task_type,
                         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=list(lora.target_modules))
     try:
@@ -139,7 +153,7 @@ def add_lora(model, spec: TaskSpec, lora):
         raise StageInputError(f"finetune: lora.target_modules {list(lora.target_modules)}: {str(e).splitlines()[0]}\n"
                               "  fix: use BERT layer names such as query, key, value, dense") from None
     for name, p in peft_model.named_parameters():
-        if any(part in name.split(".") for part in ("classifier", "pooler", "crf")):
+        if any(part in name.split(".") for part in ("classifier", "pooler", "crf", "qa_outputs")):
             p.requires_grad_(True)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in peft_model.parameters())
@@ -199,6 +213,8 @@ def load_task_model(directory: str | Path, *, needed_by: str):
                               "output; point model= at the directory written by `workbench finetune` or `workbench export`")
     spec = TaskSpec.load(directory)
     auto = AutoModelForTokenClassification if spec.task == "tagging" else AutoModelForSequenceClassification
+    if spec.task == "qa":
+        from transformers import AutoModelForQuestionAnswering as auto  # noqa: N813
     # A CRF export is one BertCrfForTokenClassification (CRF inside model.safetensors, see
     # tasks/crf_export.py): built from zh-workbench's own copy of modeling_bert_crf.py, never
     # from code in the model directory. A finetune output keeps the CRF in crf.safetensors.

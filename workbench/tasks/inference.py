@@ -47,6 +47,9 @@ def pad_batch(features: Sequence[dict], pad_id: int = 0) -> dict:
         if "token_type_ids" in f:
             types[i, :n] = torch.tensor(f["token_type_ids"])
     batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    for key in ("start_positions", "end_positions"):  # qa: answer span tokens (0 = [CLS], not in the window)
+        if key in features[0]:
+            batch[key] = torch.tensor([f[key] for f in features], dtype=torch.long)
     if "labels" in features[0]:
         first = features[0]["labels"]
         if isinstance(first, int):
@@ -134,6 +137,10 @@ def evaluate_records(model, crf, tokenizer, spec: TaskSpec, records: Sequence, *
     from workbench.tasks.labels import LabelMap
     from workbench.tasks.metrics import classification_metrics, multilabel_metrics, tagging_metrics
 
+    if spec.task == "qa":  # n-best decoding over windows, CMRC 2018 EM / F1 (tasks/qa.py)
+        from workbench.tasks.qa import evaluate_records as evaluate_qa
+
+        return evaluate_qa(model, tokenizer, spec, records, batch_size=batch_size)
     if spec.task == "tagging":
         tags, stats = tag(model, crf, tokenizer, spec, [r.text for r in records], batch_size=batch_size)
         gold = [r.tags(spec.scheme) for r in records]

