@@ -17,6 +17,17 @@ Formats
     BOM are fine. A line whose "character" is itself a space (``"  O"``) is read as that
     space.
   - CLUENER JSONL: ``{"text": ..., "label": {"TYPE": {"mention": [[start, end_incl]]}}}``.
+
+Datasets as published (options of ``read_tagging``, config ``data.*``):
+  - CoNLL files with more columns (``char_column`` / ``tag_column``), and Weibo NER's
+    ``char+position`` field (``美0``: ``char_field="first"`` takes the character, the rest
+    must be digits);
+  - ``.NAM`` / ``.NOM`` type suffixes (Weibo NER: named / nominal mentions) kept as types of
+    their own or folded (``type_suffix``), counted;
+  - overlapping CLUENER entities: an error, or resolved by a stated policy (``overlap``:
+    longest / first), the dropped ones counted per file;
+  - encodings: ``encoding="auto"`` decides as ``prepare`` does (``corpus.readers.sniff_encoding``:
+    a UTF-8 BOM or a valid UTF-8 start → UTF-8, else GB18030, which reads GBK / GB2312).
 """
 
 from __future__ import annotations
@@ -91,12 +102,27 @@ class TaggedFile:
     scheme: str  # 'bio' | 'bioes' | 'bmes' for CoNLL files, 'spans' for JSONL
     repaired: int = 0  # invalid tags turned into valid ones (only with repair=True)
     repairs: list[str] = field(default_factory=list)  # the first 20, as "line N: problem → repair"
+    encoding: str = ""  # the codec the file was read with
+    folded: int = 0  # entities whose .NAM/.NOM suffix was folded (type_suffix="fold")
+    overlap: dict = field(default_factory=dict)  # CLUENER: {policy, records, dropped, examples} when any overlapped
+
+    def report(self) -> dict:
+        """What the manifest records about how the file was read (no corpus text)."""
+        out = {"scheme": self.scheme, "encoding": self.encoding, "repaired": self.repaired}
+        if self.folded:
+            out["folded_suffixes"] = self.folded
+        if self.overlap:
+            out["overlap"] = self.overlap
+        return out
 
 
 # --------------------------------------------------------------------------- lines
-def read_lines(path: str | Path, encoding: str = "utf-8") -> list[str]:
+def read_lines(path: str | Path, encoding: str = "utf-8", info: dict | None = None) -> list[str]:
     """The file's lines without line endings (\\n, \\r\\n or \\r), a UTF-8 BOM removed.
 
+    `encoding="auto"`: UTF-8 or GB18030 as ``prepare`` decides (``sniff_encoding`` on the
+    first MiB); the whole file must then decode in that codec. The codec used goes into
+    `info["encoding"]` when `info` is given.
     Raises InputError for a missing, empty (or whitespace-only), UTF-16 or undecodable file.
     """
     path = Path(path)
@@ -105,13 +131,20 @@ def read_lines(path: str | Path, encoding: str = "utf-8") -> list[str]:
     raw = path.read_bytes()
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise InputError(path, "the file is UTF-16", f"convert it: iconv -f UTF-16 -t UTF-8 '{path}' > '{path.stem}.utf8{path.suffix}'", line=1)
+    if encoding == "auto":
+        from workbench.corpus.readers import sniff_encoding
+
+        encoding, _ = sniff_encoding(path, "auto")  # a BOM, else UTF-8 if its first MiB decodes, else GB18030
     raw = raw.removeprefix(codecs.BOM_UTF8)
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
         raise InputError(path, f"bytes {raw[e.start:e.end]!r} are not valid {encoding}",
-                         "convert the file to UTF-8 (e.g. iconv -f GB18030 -t UTF-8), or set the task's encoding", line=line) from None
+                         "convert the file to UTF-8 (e.g. iconv -f GB18030 -t UTF-8), or set the task's encoding "
+                         "(data.encoding=gb18030 for GBK files)", line=line) from None
+    if info is not None:
+        info["encoding"] = encoding
     if not text.strip():
         raise InputError(path, "the file is empty", "point the task at a file with records")
     lines = _NEWLINE.split(text)
@@ -150,6 +183,7 @@ def read_text_records(
     format: str = "auto",
     delimiter: str | None = None,
     encoding: str = "utf-8",
+    info: dict | None = None,
 ) -> list[TextRecord]:
     """Classification / pair / multi-label records from a TSV, CSV or JSONL file.
 
@@ -162,7 +196,7 @@ def read_text_records(
     path = Path(path)
     if format not in ("auto", "tsv", "csv", "jsonl"):
         raise ValueError(f"format must be auto, tsv, csv or jsonl, not '{format}'")
-    lines = read_lines(path, encoding)
+    lines = read_lines(path, encoding, info)
     if _is_jsonl(path, format):
         records = _text_records_jsonl(path, lines, text, label, text_pair, multilabel, label_delimiter)
     else:
@@ -278,23 +312,53 @@ def _text_records_jsonl(path, lines, text, label, text_pair, multilabel, label_d
 
 # --------------------------------------------------------------------------- tagging
 def read_tagging(path: str | Path, *, format: str = "auto", repair: bool = False, text_key: str = "text",
-                 label_key: str = "label", encoding: str = "utf-8") -> TaggedFile:
-    """A tagging file: CLUENER JSONL (.jsonl/.json, or format=jsonl) or CoNLL (anything else)."""
+                 label_key: str = "label", encoding: str = "utf-8", char_column: int | None = None,
+                 tag_column: int | None = None, char_field: str = "exact", type_suffix: str = "keep",
+                 overlap: str = "error") -> TaggedFile:
+    """A tagging file: CLUENER JSONL (.jsonl/.json, or format=jsonl) or CoNLL (anything else).
+    See the module docstring for the options that read datasets as published."""
     path = Path(path)
     if format not in ("auto", "conll", "jsonl"):
         raise ValueError(f"format must be auto, conll or jsonl, not '{format}'")
     if _is_jsonl(path, format):
-        return read_cluener(path, text_key=text_key, label_key=label_key, encoding=encoding)
-    return read_conll(path, repair=repair, encoding=encoding)
+        return read_cluener(path, text_key=text_key, label_key=label_key, encoding=encoding, type_suffix=type_suffix,
+                            overlap=overlap)
+    return read_conll(path, repair=repair, encoding=encoding, char_column=char_column, tag_column=tag_column,
+                      char_field=char_field, type_suffix=type_suffix)
 
 
-def _split_conll_line(path: Path, line_no: int, line: str) -> tuple[str, str]:
-    """'中 B-LOC' / '中\\tB-LOC' → ('中', 'B-LOC'); '  O' → (' ', 'O')."""
+_NAM_NOM = re.compile(r"\.(NAM|NOM)$", re.IGNORECASE)
+
+
+def fold_type_suffix(entity_type: str) -> str:
+    """'PER.NAM' / 'PER.NOM' → 'PER'; other types unchanged."""
+    return _NAM_NOM.sub("", entity_type)
+
+
+def _conll_fields(path: Path, line_no: int, line: str, char_column: int, tag_column: int) -> tuple[str, str]:
+    """(character field, tag) of a line with several columns, split on tabs (or spaces when there is no tab)."""
+    parts = line.split("\t") if "\t" in line else line.split()
+    width = len(parts)
+    if not (-width <= char_column < width and -width <= tag_column < width):
+        raise InputError(path, f"{width} field(s) on the line; data.char_column={char_column} / data.tag_column="
+                         f"{tag_column} name a column it does not have",
+                         "set data.char_column and data.tag_column to the file's columns (0-based; -1 = the last)",
+                         line=line_no)
+    return parts[char_column].strip() or " ", parts[tag_column]
+
+
+def _split_conll_line(path: Path, line_no: int, line: str, char_column: int | None = None,
+                      tag_column: int | None = None, char_field: str = "exact") -> tuple[str, str]:
+    """'中 B-LOC' / '中\\tB-LOC' → ('中', 'B-LOC'); '  O' → (' ', 'O'); with columns, the named ones."""
+    if char_column is not None and tag_column is not None:
+        char, tag = _conll_fields(path, line_no, line, char_column, tag_column)
+        return _one_char(path, line_no, char, char_field), tag.strip()
     if "\t" in line:
         parts = line.split("\t")
         if len(parts) != 2:
             raise InputError(path, f"{len(parts)} tab-separated fields; expected a character and its tag",
-                             "write one 'char<TAB>tag' pair per line", line=line_no)
+                             "write one 'char<TAB>tag' pair per line, or name the columns: data.char_column=0 "
+                             "data.tag_column=-1", line=line_no)
         char, tag = parts
     else:
         cut = line.rstrip().rfind(" ")
@@ -305,25 +369,39 @@ def _split_conll_line(path: Path, line_no: int, line: str) -> tuple[str, str]:
             char = char.strip()
         else:  # the character is itself whitespace: ' O' / '　 O'
             char = char[:1] if char else " "
-    tag = tag.strip()
-    if len(char) != 1:
-        raise InputError(path, f"expected one character before the tag, got {char!r} ({len(char)} characters)",
-                         "write one character per line (split multi-character tokens: B- on the first, I- on the rest), "
-                         "and only two columns", line=line_no)
-    return char, tag
+    return _one_char(path, line_no, char, char_field), tag.strip()
 
 
-def read_conll(path: str | Path, *, repair: bool = False, encoding: str = "utf-8") -> TaggedFile:
+def _one_char(path: Path, line_no: int, char: str, char_field: str) -> str:
+    """The character of a CoNLL character field; char_field="first" reads Weibo's `美0` as 美."""
+    if len(char) == 1:
+        return char
+    if char_field == "first" and len(char) > 1 and char[1:].isdigit():
+        return char[0]
+    weibo = len(char) > 1 and char[1:].isdigit()
+    fix = ("this looks like Weibo NER's char+position field: set data.char_field=first" if weibo and char_field != "first"
+           else "write one character per line (split multi-character tokens: B- on the first, I- on the rest); "
+                "a file with more columns: set data.char_column / data.tag_column")
+    raise InputError(path, f"expected one character before the tag, got {char!r} ({len(char)} characters)"
+                     + (" (char_field=first takes one character followed by digits only)" if char_field == "first" else ""),
+                     fix, line=line_no)
+
+
+def read_conll(path: str | Path, *, repair: bool = False, encoding: str = "utf-8", char_column: int | None = None,
+               tag_column: int | None = None, char_field: str = "exact", type_suffix: str = "keep") -> TaggedFile:
     """Sentences from a char-per-line tagging file, with the scheme detected for the file.
 
     The scheme (BIO / BIOES / BMES) is decided once per file from the prefixes it uses;
     mixing I- and M- is an error naming the first line of each. Invalid sequences (an
     I-X that continues nothing, a BIOES entity without its E-X) are errors unless
     `repair` is true, which applies the fixes described in ``tags_to_spans`` and reports
-    how many it made (logged, and in ``TaggedFile.repaired``).
+    how many it made (logged, and in ``TaggedFile.repaired``). Columns, the ``char+position``
+    field and ``.NAM``/``.NOM`` folding: see the module docstring.
     """
     path = Path(path)
-    lines = read_lines(path, encoding)
+    info: dict = {}
+    lines = read_lines(path, encoding, info)
+    folded = 0
     sentences: list[tuple[int, list[str], list[str]]] = []  # (line of first char, chars, tags)
     first_seen: dict[str, int] = {}  # tag prefix → first line it appears on
     chars: list[str] = []
@@ -335,11 +413,14 @@ def read_conll(path: str | Path, *, repair: bool = False, encoding: str = "utf-8
                 sentences.append((start, chars, tags))
                 chars, tags = [], []
             continue
-        char, tag = _split_conll_line(path, line_no, line)
+        char, tag = _split_conll_line(path, line_no, line, char_column, tag_column, char_field)
         try:
-            prefix, _ = parse_tag(tag)
+            prefix, typ = parse_tag(tag)
         except ValueError as e:
             raise InputError(path, str(e), "use tags like O, B-PER, I-PER (BIO), E-/S- (BIOES) or M-/E-/S- (BMES)", line=line_no) from None
+        if type_suffix == "fold" and typ is not None and fold_type_suffix(typ) != typ:
+            tag = tag[:2] + fold_type_suffix(typ)
+            folded += prefix in "BSU"  # one count per entity: at its first tag (I-only starts are repairs)
         if prefix != "O":
             first_seen.setdefault(prefix, line_no)
         if not chars:
@@ -370,22 +451,28 @@ def read_conll(path: str | Path, *, repair: bool = False, encoding: str = "utf-8
         records.append(TaggedRecord("".join(chars), spans, str(path), start, char_per_line=True))
     if repaired:
         log.warning("%s: repaired %d invalid tag(s), e.g. %s", path, repaired, repairs[0])
-    return TaggedFile(str(path), records, scheme, repaired, repairs)
+    return TaggedFile(str(path), records, scheme, repaired, repairs, encoding=info.get("encoding", encoding), folded=folded)
 
 
-def read_cluener(path: str | Path, *, text_key: str = "text", label_key: str = "label", encoding: str = "utf-8") -> TaggedFile:
+def read_cluener(path: str | Path, *, text_key: str = "text", label_key: str = "label", encoding: str = "utf-8",
+                 type_suffix: str = "keep", overlap: str = "error") -> TaggedFile:
     """CLUENER-style JSONL: ``{"text": ..., "label": {TYPE: {mention: [[start, end_inclusive], ...]}}}``.
 
     Offsets are checked against the mention text. A line without `label_key` (or with
     null) has no entities, as in CLUENER's unlabelled test file; if no line at all has the
-    key, the key is probably misconfigured and that is an error. Overlapping entities are
-    an error (flat tags cannot nest them); an exact duplicate is kept once.
+    key, the key is probably misconfigured and that is an error. An exact duplicate is kept
+    once. Overlapping entities (flat tags cannot nest them): `overlap="error"` stops at the
+    first; "longest" / "first" keep one of each overlapping group (``resolve_overlaps``),
+    and ``TaggedFile.overlap`` counts what was dropped.
     """
     path = Path(path)
     records: list[TaggedRecord] = []
     label_seen = False
     first_keys: list[str] = []
-    for line_no, line in enumerate(read_lines(path, encoding), 1):
+    info: dict = {}
+    stats = {"policy": overlap, "records": 0, "dropped": 0, "examples": []}
+    folded = 0
+    for line_no, line in enumerate(read_lines(path, encoding, info), 1):
         if not line.strip():
             continue
         obj = parse_json_line(path, line_no, line)
@@ -396,18 +483,42 @@ def read_cluener(path: str | Path, *, text_key: str = "text", label_key: str = "
             raise InputError(path, what, "set the task's text_key", line=line_no)
         label = obj.get(label_key)
         label_seen = label_seen or label_key in obj
-        spans = _cluener_spans(path, line_no, text, label or {}, label_key)
+        spans, n_folded = _cluener_spans(path, line_no, text, label or {}, label_key, type_suffix, overlap, stats)
+        folded += n_folded
         records.append(TaggedRecord(text, spans, str(path), line_no))
     if not records:
         raise InputError(path, "the file has no records", "write one JSON object per line")
     if not label_seen:
         raise InputError(path, f"no object has the key '{label_key}' (keys of the first object: {first_keys})",
                          "set the task's label_key to the key holding the entities")
-    return TaggedFile(str(path), records, "spans")
+    if stats["records"]:
+        log.warning("%s: %d record(s) with overlapping entities; overlap=%s dropped %d entities", path,
+                    stats["records"], overlap, stats["dropped"])
+    return TaggedFile(str(path), records, "spans", encoding=info.get("encoding", encoding), folded=folded,
+                      overlap=stats if stats["records"] else {})
 
 
-def _cluener_spans(path: Path, line_no: int, text: str, label, label_key: str) -> list[Span]:
+def resolve_overlaps(spans, policy: str) -> tuple[list[Span], list[Span]]:
+    """(kept, dropped) for entity spans that may overlap, greedily by the policy's order:
+    "longest" takes longer spans first (ties: the leftmost), "first" the leftmost first
+    (ties: the longer); a span overlapping one already kept is dropped."""
+    if policy == "longest":
+        order = sorted(spans, key=lambda x: (-(x[1] - x[0]), x[0], x[2]))
+    elif policy == "first":
+        order = sorted(spans, key=lambda x: (x[0], -(x[1] - x[0]), x[2]))
+    else:
+        raise ValueError(f"overlap policy must be longest or first, not '{policy}'")
+    kept: list[Span] = []
+    dropped: list[Span] = []
+    for s, e, t in order:
+        (dropped if any(s < ke and ks < e for ks, ke, _ in kept) else kept).append((s, e, t))
+    return sorted(kept), sorted(dropped)
+
+
+def _cluener_spans(path: Path, line_no: int, text: str, label, label_key: str, type_suffix: str = "keep",
+                   overlap: str = "error", stats: dict | None = None) -> tuple[list[Span], int]:
     fix = f"'{label_key}' must be {{TYPE: {{mention: [[start, end_inclusive], ...]}}}}"
+    folded = 0
     if not isinstance(label, dict):
         raise InputError(path, f"'{label_key}' is a {type(label).__name__}", fix, line=line_no)
     spans: set[Span] = set()
@@ -423,8 +534,19 @@ def _cluener_spans(path: Path, line_no: int, text: str, label, label_key: str) -
                     raise InputError(path, f"{typ} '{mention}' at [{s}, {e}] but the text there is '{found}'",
                                      "offsets are 0-based [start, end] with the end INCLUSIVE; fix them to point at the mention",
                                      line=line_no)
-                spans.add((s, e + 1, typ))
+                if type_suffix == "fold" and fold_type_suffix(typ) != typ:
+                    folded += 1
+                spans.add((s, e + 1, fold_type_suffix(typ) if type_suffix == "fold" else typ))
+    if overlap != "error":
+        kept, dropped = resolve_overlaps(spans, overlap)
+        if dropped and stats is not None:
+            stats["records"] += 1
+            stats["dropped"] += len(dropped)
+            if len(stats["examples"]) < 20:  # types and offsets only: no corpus text in a manifest
+                stats["examples"].append(f"line {line_no}: kept {kept}, dropped {dropped}")
+        spans = set(kept)
     try:
-        return check_spans(spans, len(text))
+        return check_spans(spans, len(text)), folded
     except ValueError as e:
-        raise InputError(path, str(e), "keep one of the overlapping entities (flat tagging has one tag per character)", line=line_no) from None
+        raise InputError(path, str(e), "keep one of the overlapping entities (flat tagging has one tag per character), "
+                         "or set data.overlap=longest|first to resolve them by that policy (counted)", line=line_no) from None
