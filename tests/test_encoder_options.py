@@ -241,7 +241,7 @@ def test_contradictory_encoder_options_are_refused():
         load_stage_config("finetune", None, ["model=m", "train=t", "valid=v", "task=tagging", "crf=true",
                                              "layer_mix=true", "pooling=mean"])
     text = str(e.value)
-    assert "crf with layer_mix or adapters is not offered" in text and "task=tagging labels every token" in text
+    assert "crf with layer_mix or adapters is not offered" in text and "task=tagging scores every token" in text
     with pytest.raises(ConfigError) as e:
         load_stage_config("finetune", None, ["model=m", "train=t", "valid=v", "adapter.kind=houlsby", "lora.r=8",
                                              "pooling=first_last_avg", "layer_mix=true", "freeze_encoder=true",

@@ -28,8 +28,18 @@ class TaskDataConfig(Section):
     """multilabel: labels in one cell are split on this (a JSON list works too)."""
     repair: bool = False
     """Tagging: read invalid tag sequences (an I-X that continues nothing, an unclosed BIOES entity) as the nearest valid ones, counted in the manifest, instead of stopping."""
-    encoding: str = "utf-8"
-    """Text encoding of the files."""
+    encoding: str = "auto"
+    """Text encoding of the files. auto: as `prepare` detects it (UTF-8 with or without BOM, else GB18030, which reads GBK and GB2312 too; the codec used is in the manifest); or a codec name such as utf-8, gbk, gb18030."""
+    char_column: int | None = None
+    """CoNLL files with more than two columns: the 0-based column with the character (null: a two-column `char tag` file). Fields are split on tabs, or on spaces when a line has no tab."""
+    tag_column: int | None = None
+    """CoNLL files with more than two columns: the 0-based column with the tag; -1 = the last (null: a two-column file)."""
+    char_field: Literal["exact", "first"] = "exact"
+    """CoNLL character field. exact: one character; first: its first character, the rest must be digits (Weibo NER's `char+position` field such as `美0`); any other extra text is an error, never dropped."""
+    type_suffix: Literal["keep", "fold"] = "keep"
+    """Entity types with a `.NAM` / `.NOM` suffix (Weibo NER: named vs nominal mentions). keep: `PER.NAM` and `PER.NOM` are separate types (the published 8-type task); fold: both read as `PER` (counted in the manifest)."""
+    overlap: Literal["error", "longest", "first"] = "error"
+    """CLUENER JSON with overlapping entities (flat tags hold one per character). error: stop at the first; longest: keep the longest of each overlapping group (ties: the leftmost); first: keep the leftmost (ties: the longer). Dropped entities are counted per file in the manifest."""
 
 
 class LoraConfig(Section):
@@ -56,6 +66,15 @@ class QAConfig(Section):
     """Hold out this fraction of the train file's articles (SQuAD `data[]` entries, never split) as the test set, drawn with `split_seed` (CMRC 2018: dev split into train/test, trial as valid); the two halves are written to the output's split/train.json and split/test.json for `workbench evaluate`. 0: off (test= a file)."""
     split_seed: int = 0
     """Seed of the article split (fixed apart from `seed`/`seeds`, so every training seed sees the same split)."""
+
+
+class AdapterConfig(Section):
+    """Bottleneck adapters (Houlsby et al. 2019 / Pfeiffer et al. 2021) inside every encoder layer."""
+
+    kind: Literal["none", "houlsby", "pfeiffer"] = "none"
+    """none: off. houlsby: an adapter after the attention block's and the feed-forward block's output projections; pfeiffer: after the feed-forward block's only. Each is h + up(act(down(h))), up initialised at zero (the model starts as the base); the encoder is frozen except the adapters and its LayerNorms (as Houlsby et al.)."""
+    reduction: int = 16
+    """Bottleneck width = hidden size / reduction (AdapterHub's default 16: 48 for a BERT-base)."""
 
 
 class FinetuneConfig(StageConfig):
@@ -98,7 +117,21 @@ class FinetuneConfig(StageConfig):
     threshold: float = 0.5
     """multilabel: a label is predicted when its probability is at least this."""
     freeze_layers: int | None = None
-    """Freeze the embeddings and all but the last N encoder layers (0: train only the head); null trains everything."""
+    """Train only the top-k encoder layers: freeze the embeddings and all but the last N layers (0: train only the head); null trains everything."""
+    freeze_encoder: bool = False
+    """Freeze the whole encoder (embeddings and every layer): only the head, the pooler, the layer mix and any adapters train. The same as freeze_layers=0."""
+    pooling: Literal["cls", "mean", "max", "first_last_avg"] = "cls"
+    """classification / pair / multilabel: the sentence vector. cls: BERT's pooler (dense + tanh) on [CLS], the stock head; mean / max: over the attended tokens' last-layer states (with layer_mix: the mixed states); first_last_avg: the mean over tokens of the average of the first and the last layer. Anything but cls saves a `bert_workbench` model (see export)."""
+    layer_mix: bool = False
+    """Learned scalar mix of all hidden layers (ELMo): gamma * sum_j softmax(w)_j h_j over the embeddings and every layer, feeding the head instead of the last layer (cls pooling then takes the mixed [CLS] vector, without BERT's pooler). Combine with freeze_encoder for a frozen-feature probe."""
+    adapter: AdapterConfig = AdapterConfig()
+    """Bottleneck adapters (adapter.kind=houlsby|pfeiffer): cannot be merged into the weights (a nonlinearity sits between the two projections), so the model is saved as `bert_workbench` with its modeling file."""
+    class_weights: Literal["none", "balanced"] | dict[str, float] = "none"
+    """classification / pair / tagging / multilabel: weights of the loss per class. balanced: n / (classes x count) from the train counts (tagging: per tag over the train windows; multilabel: BCE pos_weight = negatives / positives per label); or {label: weight} (tagging: keys are tags like B-PER, entity types like PER for all their tags, or O; unnamed ones weigh 1). Not with crf."""
+    loss: Literal["ce", "focal"] = "ce"
+    """ce: cross-entropy (multilabel: binary); focal: focal loss (Lin et al. 2017) -w_y (1 - p_y)^gamma log p_y, normalised like weighted cross-entropy (gamma 0 gives ce exactly); multilabel: the sigmoid form. Not with crf (its loss is over whole tag sequences)."""
+    focal_gamma: float = 2.0
+    """loss=focal: the focusing exponent gamma (0 = cross-entropy)."""
     qa: QAConfig = QAConfig()
     """task=qa: window stride, longest answer, held-out test articles."""
     lora: LoraConfig = LoraConfig()
@@ -170,6 +203,7 @@ class FinetuneConfig(StageConfig):
             out.append("lora.target_modules: name at least one linear layer, e.g. [query, value]")
         if self.lora.r and self.freeze_layers is not None:
             out.append("lora and freeze_layers are both set: LoRA already freezes the encoder; use one")
+        out += self.encoder_problems()
         out += self.qa_problems()
         if self.max_length < 8:
             out.append(f"max_length: must be at least 8 (got {self.max_length})")
@@ -212,6 +246,11 @@ class FinetuneConfig(StageConfig):
             return out
         if self.data.format not in ("auto",):
             out.append(f"data.format: task=qa reads SQuAD-style JSON; leave data.format=auto (got {self.data.format})")
+        if self.pooling != "cls" or self.layer_mix or self.adapter.kind != "none":
+            out.append("pooling / layer_mix / adapter: task=qa has a start/end head on every token and exports a stock "
+                       "BertForQuestionAnswering; use freeze_layers, freeze_encoder or lora with it")
+        if self.class_weights != "none" or self.loss != "ce":
+            out.append("class_weights / loss=focal: not for task=qa (its loss is over start/end token positions)")
         room = self.max_length - 3
         if self.qa.doc_stride is not None and not 0 <= self.qa.doc_stride < room - 8:
             out.append(f"qa.doc_stride: must be >= 0 and leave the question at least 8 tokens below the "
@@ -222,4 +261,49 @@ class FinetuneConfig(StageConfig):
             out.append(f"qa.test_articles: a fraction in [0, 1) (got {self.qa.test_articles})")
         if self.qa.test_articles and self.test:
             out.append("qa.test_articles and test are both set: the test set is either held out of train or a file")
+        return out
+
+    def encoder_problems(self) -> list[str]:
+        """Contradictions among the encoder-use and loss options (pooling, layer mix, adapters, losses)."""
+        out = []
+        if self.pooling != "cls" and self.task in ("tagging", "qa"):
+            out.append(f"pooling: {self.pooling} makes one vector per text; task={self.task} scores every token "
+                       "(use layer_mix)")
+        if self.pooling == "first_last_avg" and self.layer_mix:
+            out.append("pooling=first_last_avg and layer_mix both choose the layers; use one")
+        if self.freeze_encoder and self.freeze_layers is not None:
+            out.append("freeze_encoder and freeze_layers are both set; freeze_encoder is freeze_layers=0, use one")
+        if self.freeze_encoder and self.lora.r:
+            out.append("freeze_encoder and lora are both set: LoRA already freezes the encoder; use one")
+        if self.adapter.kind != "none" and self.lora.r:
+            out.append("adapter.kind and lora are both set; pick one parameter-efficient method")
+        if self.adapter.reduction < 1:
+            out.append(f"adapter.reduction: must be >= 1 (got {self.adapter.reduction})")
+        if self.crf and (self.layer_mix or self.adapter.kind != "none"):
+            out.append("crf with layer_mix or adapters is not offered: the CRF export (modeling_bert_crf.py) holds a "
+                       "stock BERT encoder; use crf=false, or crf with freeze_layers / lora")
+        if self.crf and (self.loss != "ce" or self.class_weights != "none"):
+            out.append("loss=focal / class_weights with crf: the CRF's loss scores whole tag sequences, not one "
+                       "tag per token, so per-tag weights or focusing do not apply; use crf=false for them")
+        if self.task not in ("classification", "pair", "multilabel", "tagging") and (
+                self.loss != "ce" or self.class_weights != "none"):
+            out.append(f"loss / class_weights: for classification, pair, multilabel and tagging (task is {self.task})")
+        if self.focal_gamma < 0:
+            out.append(f"focal_gamma: must be >= 0 (got {self.focal_gamma})")
+        if isinstance(self.class_weights, dict):
+            bad = {k: v for k, v in self.class_weights.items() if not v > 0}
+            if bad or not self.class_weights:
+                out.append(f"class_weights: give positive weights per label, e.g. {{pos: 1, neg: 3}} (got {bad or '{}'})")
+        if (self.data.char_column is None) != (self.data.tag_column is None) and self.task == "tagging":
+            out.append("data.char_column and data.tag_column: set both (a file with extra columns) or neither")
+        if self.task != "tagging" and (self.data.char_column is not None or self.data.char_field != "exact"
+                                       or self.data.type_suffix != "keep"):
+            out.append(f"data.char_column / char_field / type_suffix are for task=tagging files (task is {self.task})")
+        if self.data.encoding != "auto":
+            import codecs
+
+            try:
+                codecs.lookup(self.data.encoding)
+            except LookupError:
+                out.append(f"data.encoding: unknown codec '{self.data.encoding}' (try auto, utf-8, gb18030, gbk)")
         return out

@@ -37,6 +37,8 @@ from workbench.config import ExportConfig
 from workbench.manifest import MANIFEST, atomic_output_dir, owns_output, require_stage_output, write_manifest
 from workbench.report.model_card import model_card
 from workbench.tasks.crf_export import package_tagging_export
+from workbench.tasks.encoder import is_workbench_model
+from workbench.tasks.encoder import loading_note as workbench_loading_note
 from workbench.tasks.heads import load_task_model
 from workbench.vocab.normalize import char_map_in_dir
 
@@ -97,6 +99,8 @@ def run(cfg: ExportConfig) -> dict[str, Any]:
             card = qa.model_card(name, spec, metrics, upstream)
         else:
             card = model_card(name, spec, metrics, upstream, char_map_in_dir(src))
+        if is_workbench_model(tmp):  # pooling / layer mix / adapters: how to load the shipped modeling file
+            card += "\n" + workbench_loading_note(spec.task)
         serving = None
         if cfg.format != "hf":  # ONNX / int8 / fp16 beside the transformers files, measured (workbench/serving.py)
             from workbench import serving as srv
@@ -119,7 +123,8 @@ def run(cfg: ExportConfig) -> dict[str, Any]:
                    "format": cfg.format, **({"serving": serving} if serving else {})},
         )
     print(f"export → {out}: {spec.task} model, pipeline-loadable"
-          + (" with trust_remote_code=True (BERT + CRF, modeling_bert_crf.py)" if spec.crf else ""))
+          + (" with trust_remote_code=True (BERT + CRF, modeling_bert_crf.py)" if spec.crf else "")
+          + (" with trust_remote_code=True (modeling_bert_workbench.py)" if is_workbench_model(out) else ""))
     if serving:
         from workbench.serving import summary_line
 

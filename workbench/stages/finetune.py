@@ -42,7 +42,9 @@ from typing import Any
 from workbench.config import FinetuneConfig
 from workbench.errors import InputError
 from workbench.manifest import atomic_output_dir, owns_output, scratch_dir, sha256_file, verify_model_dir, write_manifest
-from workbench.tasks.heads import TaskSpec, add_lora, freeze_layers, load_for_finetune, save_crf
+from workbench.tasks.encoder import EncoderOptions, parameter_counts, ship_modeling_file
+from workbench.tasks.encoder import freeze as freeze_encoder
+from workbench.tasks.heads import TaskSpec, add_lora, load_for_finetune, save_crf
 from workbench.tasks.labels import LabelMap, check_labels, infer_label_map
 from workbench.tasks.metrics import mean_std, summarize_runs
 from workbench.tasks.tags import tag_list
@@ -69,15 +71,17 @@ def read_records(path: str, cfg: FinetuneConfig, data=None) -> tuple[list, dict]
     if cfg.task == "tagging":
         fmt = {"auto": "auto", "jsonl": "jsonl", "conll": "conll"}[data.format]
         tf = read_tagging(path, format=fmt, repair=data.repair, text_key=data.text_column,
-                          label_key=data.label_column, encoding=data.encoding)
-        return tf.records, {"scheme": tf.scheme, "repaired": tf.repaired, "repairs": tf.repairs[:5]}
+                          label_key=data.label_column, encoding=data.encoding,
+                          char_column=data.char_column, tag_column=data.tag_column, char_field=data.char_field,
+                          type_suffix=data.type_suffix, overlap=data.overlap)
+        return tf.records, {**tf.report(), "repairs": tf.repairs[:5]}
     fmt = data.format if data.format != "conll" else "auto"
     records = read_text_records(
         path, text=data.text_column, label=data.label_column,
         text_pair=data.text_pair_column if cfg.task == "pair" else None,
         multilabel=cfg.task == "multilabel", label_delimiter=data.label_delimiter, header=data.header,
-        format=fmt, delimiter=data.delimiter, encoding=data.encoding)
-    return records, {}
+        format=fmt, delimiter=data.delimiter, encoding=data.encoding, info=(info := {}))
+    return records, info  # {"encoding": the codec used}
 
 
 def build_label_map(train: list, cfg: FinetuneConfig) -> LabelMap:
@@ -128,12 +132,18 @@ def _trainer_class():
     from transformers import Trainer
 
     class FinetuneTrainer(Trainer):
-        def __init__(self, *args, crf_lr: float | None = None, **kwargs):
+        def __init__(self, *args, crf_lr: float | None = None, loss_fn=None, **kwargs):
             super().__init__(*args, **kwargs)
             self.crf_lr = crf_lr
+            self.loss_fn = loss_fn  # tasks.losses.TaskLoss (class weights / focal), or None: the model's own loss
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             crf = getattr(model, "crf", None)
+            if crf is None and self.loss_fn is not None:
+                labels = inputs.pop("labels")
+                outputs = model(**inputs)  # logits only
+                loss = self.loss_fn(outputs.logits, labels)
+                return (loss, outputs) if return_outputs else loss
             if crf is None:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             labels = inputs.pop("labels")
@@ -233,8 +243,10 @@ def _eval_callback(evaluate, main: str, patience: int | None, eval_steps: int | 
     return EvaluateValid()
 
 
-def train_one(cfg: FinetuneConfig, spec: TaskSpec, tok, feats: list[dict], valid: list, seed: int, work: Path):
-    """(model with the best evaluation's weights, crf or None, history, best) for one seed."""
+def train_one(cfg: FinetuneConfig, spec: TaskSpec, tok, feats: list[dict], valid: list, seed: int, work: Path,
+              loss_fn=None):
+    """(model with the best evaluation's weights, crf or None, history, best) for one seed;
+    best["parameters"] holds the trainable / total parameter counts."""
     import torch
     from transformers import set_seed
 
@@ -242,15 +254,19 @@ def train_one(cfg: FinetuneConfig, spec: TaskSpec, tok, feats: list[dict], valid
     from workbench.tasks.inference import evaluate_records, pad_batch
 
     set_seed(seed)
-    model = load_for_finetune(cfg.model, spec)
+    encoder = EncoderOptions.from_config(cfg)  # pooling / layer mix / adapters: a bert_workbench model
+    model = load_for_finetune(cfg.model, spec, encoder=encoder)
     if spec.crf:
         model.crf = CRF.for_tags(spec.tags)  # a submodule while training: moved, optimised, in state_dict
-    if cfg.freeze_layers is not None:
-        frozen, total = freeze_layers(model, cfg.freeze_layers)
-        log.info("finetune: froze embeddings + all but the last %d layer(s): %.1f M of %.1f M parameters",
-                 cfg.freeze_layers, frozen / 1e6, total / 1e6)
+    if cfg.freeze_layers is not None or cfg.freeze_encoder or encoder.adapter:
+        trainable, total = freeze_encoder(model, freeze_layers=cfg.freeze_layers, freeze_encoder=cfg.freeze_encoder,
+                                          adapter=encoder.adapter)
+        log.info("finetune: %s: %.2f M of %.2f M parameters train",
+                 f"adapters ({encoder.adapter})" if encoder.adapter else
+                 f"top {0 if cfg.freeze_encoder else cfg.freeze_layers} layer(s)", trainable / 1e6, total / 1e6)
     if cfg.lora.r:
         model = add_lora(model, spec, cfg.lora)
+    trainable, total = parameter_counts(model)
     model.accepts_loss_kwargs = False  # the heads return a per-batch mean loss
     cuda = torch.cuda.is_available()
     precision = cfg.precision
@@ -295,13 +311,14 @@ def train_one(cfg: FinetuneConfig, spec: TaskSpec, tok, feats: list[dict], valid
     with tensorboard_dir(work / "tensorboard" / f"seed-{seed}"):
         trainer = _trainer_class()(
             model=model, args=args, train_dataset=feats, data_collator=lambda b: pad_batch(b, tok.pad_token_id),
-            callbacks=[callback], crf_lr=cfg.crf_lr)
+            callbacks=[callback], crf_lr=cfg.crf_lr, loss_fn=loss_fn)
     trainer.train()
     model.load_state_dict(best["state"])
     del best["state"]
     if cfg.lora.r:
         model = model.merge_and_unload()  # adapters folded into the weights: a plain model again
     model.eval()
+    best["parameters"] = {"trainable": trainable, "total": total}
     return model, crf_of(model), history, best
 
 
@@ -379,6 +396,13 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
 
     # 3. Train once per seed; keep the model of the best seed.
     from workbench.tasks.inference import evaluate_records
+    from workbench.tasks.losses import TaskLoss
+
+    # Class weights / focal loss (tasks/losses.py): None = the model's own cross-entropy.
+    loss_fn = TaskLoss.for_task(cfg.task, cfg.loss, cfg.focal_gamma, cfg.class_weights, spec.output_labels(),
+                                [f["labels"] for f in feats]) if cfg.task != "qa" else None
+    if loss_fn is not None:
+        log.info("finetune: loss %s", loss_fn.describe())
 
     seeds = cfg.seeds or [cfg.seed]
     runs = []
@@ -386,12 +410,12 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
     with scratch_dir(cfg.output_path()) as work:  # Trainer's scratch; swept if the run is killed
         for seed in seeds:
             seed_started = time.time()
-            model, crf, history, best = train_one(cfg, spec, tok, feats, valid, seed, Path(work))
+            model, crf, history, best = train_one(cfg, spec, tok, feats, valid, seed, Path(work), loss_fn=loss_fn)
             valid_m = best.pop("metrics")  # the best evaluation's full valid metrics, from the callback
             test_m = evaluate_records(model, crf, tok, spec, test, batch_size=cfg.eval_batch_size)[0] if test else None
             runs.append({"seed": seed, "best_epoch": best["epoch"], "best_step": best["step"],
                          "steps": history[-1]["step"], "wall_s": round(time.time() - seed_started, 2),
-                         "valid": valid_m, "test": test_m, "history": history})
+                         "valid": valid_m, "test": test_m, "history": history, "parameters": best.pop("parameters")})
             if chosen is None or valid_m[main] > chosen[1]["valid"][main]:
                 chosen = ((model, crf), runs[-1])
             else:
@@ -438,6 +462,16 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
         metrics["seeds"]["summary"] = {"valid": summarize_runs([r["valid"] for r in runs]),
                                        "test": summarize_runs([r["test"] for r in runs]) if test else None}
 
+    # How the encoder was used and what the loss was (tasks/encoder.py, tasks/losses.py).
+    encoder = EncoderOptions.from_config(cfg)
+    metrics["encoder"] = {"pooling": cfg.pooling, "layer_mix": cfg.layer_mix, "adapter": encoder.adapter,
+                          "freeze_encoder": cfg.freeze_encoder, "freeze_layers": cfg.freeze_layers, "lora_r": cfg.lora.r,
+                          "model_type": "bert_workbench" if encoder.custom else "bert"}
+    metrics["parameters"] = best_run["parameters"]
+    metrics["loss"] = loss_fn.describe() if loss_fn is not None else {"loss": "ce", "gamma": None}
+    read_reports = {k: {x: y for x, y in v.items() if x != "repairs"}
+                    for k, v in (("train", train_info), ("valid", valid_info), ("test", test_info)) if v}
+
     # 4. Output, atomically.
     out = cfg.output_path()
     with atomic_output_dir(out) as tmp:
@@ -445,6 +479,8 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
             del model.crf  # the emission model alone is a plain BertForTokenClassification
             save_crf(crf, spec.tags, tmp)
         model.save_pretrained(str(tmp), safe_serialization=True)
+        if encoder.custom:  # config.json's auto_map points at it (tasks/encoder.py)
+            ship_modeling_file(tmp)
         # What the model was trained on: lets a plain pipeline(text, truncation=True) cut long
         # texts as `predict` does, instead of failing past the position embeddings.
         tok.model_max_length = cfg.max_length
@@ -480,7 +516,8 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
                     "labels": len(lm), "train_inputs": len(feats), **{f"train_{k}": v for k, v in train_length.items()
                                                                      if k != "texts"}},
             seed=best_run["seed"], started=started, finished=time.time(), hash_exclude=tb_files,
-            extra={"task": cfg.task, "metric": main,
+            extra={"task": cfg.task, "metric": main, "encoder": metrics["encoder"], "parameters": metrics["parameters"],
+                   "loss": metrics["loss"], "read": read_reports,
                    "metrics": {"valid_" + main: best_run["valid"][main],  # what `workbench report` shows
                                "test_" + main: (best_run["test"] or {}).get(main)}},
         )

@@ -58,7 +58,7 @@ def read_inputs(cfg: PredictConfig, spec: TaskSpec) -> tuple[list[str], list[str
                 suffix = path.suffix.lower()
                 fmt = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv"}.get(suffix, "txt")
         if fmt == "txt":
-            lines = [line for line in read_lines(path) if line.strip()]
+            lines = [line for line in read_lines(path, "auto") if line.strip()]  # UTF-8 or GB18030, as prepare
             if not pair:
                 return lines, None
             bad = next((i for i, line in enumerate(lines, 1) if line.count("\t") != 1), None)
@@ -66,7 +66,7 @@ def read_inputs(cfg: PredictConfig, spec: TaskSpec) -> tuple[list[str], list[str
                 raise InputError(src, "a pair model needs two texts per line separated by one tab", "write 'text_a<TAB>text_b'", line=bad)
             return [line.split("\t")[0] for line in lines], [line.split("\t")[1] for line in lines]
         records = read_text_records(path, text=cfg.text_column, label=None,
-                                    text_pair=cfg.text_pair_column if pair else None, format=fmt)
+                                    text_pair=cfg.text_pair_column if pair else None, format=fmt, encoding="auto")
         return [r.text for r in records], [r.text_pair or "" for r in records] if pair else None
 
 

@@ -14,9 +14,10 @@ Heads are the stock transformers ones, so a fine-tuned model is a plain
     (tasks/crf_export.py) that a plain ``pipeline()`` refuses rather than decode without the
     CRF.
 LoRA (``add_lora``, peft): low-rank adapters on the attention projections, merged into the
-weights before saving, so a LoRA run also ends as a plain directory. Only [CLS] pooling is
-offered: mean pooling or a learned mix of layers would need custom model code that plain
-``pipeline(...)`` cannot load without ``trust_remote_code``.
+weights before saving, so a LoRA run also ends as a plain directory. Pooling other than
+[CLS], a learned layer mix and bottleneck adapters are not stock heads: they make a
+``bert_workbench`` model (tasks/encoder.py, tasks/modeling_bert_workbench.py), shipped with
+its modeling file, that plain ``pipeline(...)`` refuses and ``trust_remote_code=True`` loads.
 """
 
 from __future__ import annotations
@@ -95,8 +96,10 @@ class TaskSpec:
                                   "  fix: re-run the stage that wrote it (finetune or export)") from None
 
 
-def load_for_finetune(model: str, spec: TaskSpec, *, needed_by: str = "finetune"):
-    """The base model with a new head for `spec` (its encoder weights loaded, the head random)."""
+def load_for_finetune(model: str, spec: TaskSpec, *, needed_by: str = "finetune", encoder=None):
+    """The base model with a new head for `spec` (its encoder weights loaded, the head random).
+    `encoder`: ``tasks.encoder.EncoderOptions``; pooling / layer mix / adapters give a
+    ``bert_workbench`` model (tasks/encoder.py), the defaults the stock transformers class."""
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
     check_model_path(model, needed_by=needed_by)
@@ -104,7 +107,13 @@ def load_for_finetune(model: str, spec: TaskSpec, *, needed_by: str = "finetune"
     kwargs = dict(num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
     # The encoder must load completely; only the new head (and the pooler a masked LM lacks)
     # may be missing, and only a pretraining head may be left over.
-    if spec.task == "qa":  # BertForQuestionAnswering: start/end logits per token (tasks/qa.py)
+    if encoder is not None and encoder.custom:
+        from workbench.tasks.encoder import load_for_finetune as load_workbench
+
+        if spec.task in ("classification", "pair", "multilabel"):
+            kwargs["problem_type"] = "multi_label_classification" if spec.multilabel else "single_label_classification"
+        m = load_workbench(model, spec.task, encoder, needed_by=needed_by, **kwargs)
+    elif spec.task == "qa":  # BertForQuestionAnswering: start/end logits per token (tasks/qa.py)
         from transformers import AutoModelForQuestionAnswering
 
         m = load_complete(AutoModelForQuestionAnswering, model, needed_by=needed_by, num_labels=2,
@@ -153,7 +162,7 @@ def add_lora(model, spec: TaskSpec, lora):
         raise StageInputError(f"finetune: lora.target_modules {list(lora.target_modules)}: {str(e).splitlines()[0]}\n"
                               "  fix: use BERT layer names such as query, key, value, dense") from None
     for name, p in peft_model.named_parameters():
-        if any(part in name.split(".") for part in ("classifier", "pooler", "crf", "qa_outputs")):
+        if any(part in name.split(".") for part in ("classifier", "pooler", "crf", "layer_mix", "qa_outputs")):
             p.requires_grad_(True)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in peft_model.parameters())
@@ -203,6 +212,8 @@ def load_task_model(directory: str | Path, *, needed_by: str):
 
     from workbench.tasks.crf_export import crf_from_model, is_crf_export
     from workbench.tasks.crf_export import model_classes as crf_model_classes
+    from workbench.tasks.encoder import is_workbench_model
+    from workbench.tasks.encoder import model_class as workbench_model_class
     from workbench.vocab.tokenizer import load_tokenizer
 
     directory = Path(directory)
@@ -222,6 +233,8 @@ def load_task_model(directory: str | Path, *, needed_by: str):
     if crf_export and not spec.crf:
         raise StageInputError(f"{needed_by}: {directory} holds a CRF model but its {TASK_FILE} says crf: false")
     model_cls = crf_model_classes()[1] if crf_export else auto
+    if not crf_export and is_workbench_model(directory):  # pooling / layer mix / adapters (tasks/encoder.py)
+        model_cls = workbench_model_class(spec.task)  # zh-workbench's own copy of modeling_bert_workbench.py
     # Every weight of the task's head must load: a missing classifier would predict at random.
     model = load_complete(model_cls, directory, needed_by=needed_by)
     model.eval()
