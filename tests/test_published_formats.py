@@ -167,3 +167,19 @@ def test_finetune_reads_a_gbk_weibo_file_as_published(tmp_path, cli):
     assert code == 0, err
     labels = json.loads((tmp_path / "ft_keep" / "labels.json").read_text(encoding="utf-8"))["labels"]
     assert "PER.NAM" in labels and all("." in x for x in labels)
+
+
+def test_finetune_records_the_overlap_policy_in_the_manifest(tmp_path, cli):
+    rows = CLUENER_OVERLAP * 8  # 16 records with overlaps (2 distinct), 8 without
+    f = write(tmp_path / "train.json", "\n".join(json.dumps(o, ensure_ascii=False) for o in rows) + "\n")
+    base = tiny_model(tmp_path / "base", [o["text"] for o in CLUENER_OVERLAP])
+    args = ["finetune", "task=tagging", f"model={base}", f"train={f}", f"valid={f}", "epochs=1", "max_length=32",
+            "batch_size=8"]
+    code, out, err = cli(*args, f"output={tmp_path / 'refused'}")
+    assert code == 2 and "train.json, line 1" in err and "data.overlap=longest|first" in err
+    code, out, err = cli(*args, f"output={tmp_path / 'ft'}", "data.overlap=longest")
+    assert code == 0, err
+    m = json.loads((tmp_path / "ft" / "manifest.json").read_text(encoding="utf-8"))
+    assert m["read"]["train"]["overlap"]["policy"] == "longest"
+    assert m["read"]["train"]["overlap"]["records"] == 16 and m["read"]["train"]["overlap"]["dropped"] == 24
+    assert m["config"]["data"]["overlap"] == "longest"
