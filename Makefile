@@ -84,6 +84,18 @@ export: $(RUN)/export/$(TASK)/manifest.json
 $(RUN)/export/$(TASK)/manifest.json: $(RUN)/finetune-$(TASK)/manifest.json | $(STAMP)
 	$(WB) export --config $(CONFIG) run=$(RUN) input=$(RUN)/finetune-$(TASK) $(ARGS)
 
+# Finishing steps. average: the last checkpoints of AVERAGE_INPUT (a pretrain output, or a
+# finetune output trained with keep_snapshots=K) averaged; distil: the run's fine-tuned model
+# as teacher of a smaller student. Their settings come from the config's average: / distil:.
+AVERAGE_INPUT ?= $(RUN)/pretrain
+average: $(RUN)/average/manifest.json
+$(RUN)/average/manifest.json: $(AVERAGE_INPUT)/manifest.json | $(STAMP)
+	$(WB) average --config $(CONFIG) run=$(RUN) input=$(AVERAGE_INPUT) output=$(RUN)/average $(ARGS)
+
+distil: $(RUN)/distil/manifest.json
+$(RUN)/distil/manifest.json: $(RUN)/finetune-$(TASK)/manifest.json | $(STAMP)
+	$(WB) distil --config $(CONFIG) run=$(RUN) teacher=$(RUN)/finetune-$(TASK) output=$(RUN)/distil $(ARGS)
+
 # Desensitised corpora (outputs named in the config: vocab_maps/<name>/, <run>/desensitised/).
 desensitise: | $(STAMP)
 	$(WB) desensitise --config $(CONFIG) run=$(RUN) $(ARGS)

@@ -54,6 +54,8 @@ from workbench.config.clean import CleanupConfig  # noqa: F401
 from workbench.config.attention import AttentionConfig  # noqa: F401
 from workbench.config.average import AverageConfig  # noqa: F401
 from workbench.config.distil import DistilConfig  # noqa: F401
+from workbench.config.average import AverageConfig  # noqa: F401
+from workbench.config.distil import DistilConfig  # noqa: F401
 from workbench.errors import ConfigError
 
 
@@ -76,6 +78,8 @@ COMMANDS: dict[str, type[Section]] = {
     "clean": CleanupConfig,
     "experiment": ExperimentConfig,
     "attention": AttentionConfig,
+    "average": AverageConfig,
+    "distil": DistilConfig,
     "average": AverageConfig,
     "distil": DistilConfig,
 }
@@ -299,3 +303,4 @@ def readme_with_reference(readme: str) -> str:
     if not sep or not sep2:
         raise ValueError(f"README has no {README_START} ... {README_END} block")
     return f"{head}{README_START}\n\n{config_reference_markdown()}\n{README_END}{tail}"
+

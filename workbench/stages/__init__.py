@@ -28,6 +28,8 @@ RUNNERS = {
     "attention": "workbench.stages.attention:run",
     "average": "workbench.stages.average:run",
     "distil": "workbench.stages.distil:run",
+    "average": "workbench.stages.average:run",
+    "distil": "workbench.stages.distil:run",
 }
 
 

@@ -30,6 +30,8 @@ was moving through than any single checkpoint; it costs no training. Readable to
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import re
@@ -186,7 +188,8 @@ def _mlm_score(model_dir: Path, segment_dir: str, pretrain_cfg: dict, cfg: Avera
                           masking=MaskingConfig(**{**(pretrain_cfg.get("masking") or {}), "sop": False}),
                           batch_size=cfg.batch_size or int(pretrain_cfg.get("batch_size", 32)),
                           max_blocks=cfg.max_blocks)
-    m = score_mlm(ecfg)["metrics"]
+    with contextlib.redirect_stdout(io.StringIO()):  # its summary line names a scratch directory
+        m = score_mlm(ecfg)["metrics"]
     return {k: m[k] for k in ("loss", "perplexity", "masked_accuracy", "loss_batch_mean", "masks_sha256")}
 
 

@@ -59,6 +59,7 @@ from workbench.trainer_args import tensorboard_dir, training_arguments
 log = logging.getLogger("workbench.distil")
 
 TEACHER_STAGES = ("finetune", "average", "distil")
+DISTIL_TASKS = ("classification", "pair", "multilabel", "tagging")
 _LAYER_KEY = re.compile(r"^(.*\.encoder\.layer\.)(\d+)(\..+)$")
 
 
@@ -167,6 +168,9 @@ def load_teacher(cfg: DistilConfig):
                               "  fix: pass teacher= a `workbench finetune` output directory")
     manifest = require_stage_output(path, TEACHER_STAGES, needed_by="distil")
     model, crf, tok, spec = load_task_model(path, needed_by="distil")
+    if spec.task not in DISTIL_TASKS:
+        raise StageInputError(f"distil: teacher {path} is a `{spec.task}` model; distil handles "
+                              f"{', '.join(DISTIL_TASKS)} (soft targets over classes or tags)")
     if spec.crf or crf is not None:
         raise StageInputError(
             f"distil: teacher {path} decodes with a CRF. Its predictions are Viterbi paths over whole-sequence scores, "
