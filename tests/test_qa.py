@@ -217,15 +217,25 @@ def test_decoding_scores_masks_and_merges_windows():
     big = 8.0
     s0 = np.array([0, 9, 9, 0, big, 0, 0, 0, 0], dtype=np.float32)  # question tokens score high: masked
     e0 = np.array([0, 9, 9, 0, 0, 0, big, 0, 0], dtype=np.float32)
-    spans = qa.window_spans(s0, e0, w0, max_answer_length=3, top_k=5)
+    spans = qa.window_spans(s0, e0, w0, max_answer_length=3, n_best=5)
     assert spans[0][1:] == (4, 6)  # c0..c2, the question tokens never win
     assert all(w0.context[s] and w0.context[e] and s <= e <= s + 2 for _, s, e in spans)
-    assert qa.window_spans(s0, e0, w0, max_answer_length=2, top_k=1)[0][1:] != (4, 6)  # too long now
+    assert qa.window_spans(s0, e0, w0, max_answer_length=2, n_best=1)[0][1:] != (4, 6)  # too long now
     # [CLS] takes probability mass: a window that points at [CLS] scores its spans low.
     s1 = np.array([big + 4, 0, 0, 0, 0, 0, 0, 0, 0], dtype=np.float32)
     best = qa.nbest_answers([rec], [w0, w1], [s0, s1], [e0, s1], max_answer_length=3, top_k=3)[0]
     assert best[0]["answer"] == rec.context[0:6] and (best[0]["start"], best[0]["end"]) == (0, 6)
-    assert best[0]["score"] > best[1]["score"] and len({(b["start"], b["end"]) for b in best}) == len(best)
+    assert best[0]["score"] > best[1]["score"] and len({b["answer"] for b in best}) == len(best)
+    # The same text twice (c0 and c3 of w0 are both '甲乙'): one answer, probabilities added,
+    # offsets of the first met (the better span).
+    twice = qa.QARecord("q", "问", "甲乙丙丁戊己甲乙")
+    s2 = np.array([0, 0, 0, 0, big, 0, 0, big - 0.5, 0], dtype=np.float32)
+    spans = {(s, e): p for p, s, e in qa.window_spans(s2, s2, w0, max_answer_length=1, n_best=20)}
+    best = qa.nbest_answers([twice], [w0], [s2], [s2], max_answer_length=1, n_best=20, top_k=2)[0]
+    assert best[0]["answer"] == "甲乙" and (best[0]["start"], best[0]["end"]) == (0, 2)
+    assert best[0]["score"] == pytest.approx(spans[(4, 4)] + spans[(7, 7)], abs=1e-6)
+    assert best[1]["score"] == pytest.approx(max(p for (s, e), p in spans.items() if (s, e) not in ((4, 4), (7, 7))),
+                                             abs=1e-6)
 
 
 # --------------------------------------------------------------------------- metric
@@ -273,6 +283,9 @@ def test_config_problems():
                                              "qa.max_answer_length=0", "qa.doc_stride=200"])
     msg = str(e.value)
     assert "test are both set" in msg and "max_answer_length" in msg and "qa.doc_stride" in msg
+    with pytest.raises(ConfigError) as e:
+        load_stage_config("finetune", None, [*base, "task=qa", "pooling=mean", "loss=focal"])
+    assert "pooling / layer_mix / adapter" in str(e.value) and "class_weights / loss=focal" in str(e.value)
     with pytest.raises(ConfigError, match="qa.\\*: only for task=qa"):
         load_stage_config("finetune", None, [*base, "qa.max_answer_length=10"])
     cfg = load_stage_config("finetune", None, [*base, "task=qa", "metric=em"])
@@ -312,7 +325,7 @@ def test_finetune_qa_outputs(qa_run):
     train_len = metrics["length"]["train"]
     assert train_len["windows"] > train_len["texts"] and train_len["answer_windows"] >= train_len["texts"]
     spec = json.loads((d / "ft" / "task.json").read_text(encoding="utf-8"))
-    assert (spec["task"], spec["doc_stride"], spec["max_answer_length"]) == ("qa", 16, 30)
+    assert (spec["task"], spec["doc_stride"], spec["max_answer_length"], spec["n_best"]) == ("qa", 16, 30, 20)
     # The held-out articles as files; evaluate on the test half reproduces finetune's test metrics.
     test_ids = {q["id"] for a in json.loads((d / "ft" / "split" / "test.json").read_text())["data"]
                 for p in a["paragraphs"] for q in p["qas"]}
@@ -341,7 +354,7 @@ def test_export_standalone_matches_predict(qa_run, cli):
     d = qa_run
     assert (d / "export" / "qa_inference.py").is_file()
     card = (d / "export" / "README.md").read_text(encoding="utf-8")
-    assert "QuestionAnswerer" in card and "max_answer_len=30" in card
+    assert "QuestionAnswerer" in card and "max_answer_len=30, top_k=5)[0]" in card
     valid = json.loads((d / "valid.json").read_text(encoding="utf-8"))
     for a in valid["data"]:  # no corpus text in the card
         assert a["paragraphs"][0]["context"][:12] not in card
@@ -371,6 +384,41 @@ def test_export_standalone_matches_predict(qa_run, cli):
     theirs = json.loads(res.stdout)
     assert [[r["answer"], r["start"]] for r in ours] == [t[:2] for t in theirs]
     assert [r["score"] for r in ours] == pytest.approx([t[2] for t in theirs], abs=1e-6)
+
+
+@pytest.mark.skipif(not os.environ.get("QA_TRANSFORMERS4"), reason="QA_TRANSFORMERS4 (a directory with transformers "
+                    "4.x, e.g. pip install --target DIR --no-deps transformers==4.57.1 'huggingface_hub<1' "
+                    "'tokenizers<=0.23.0' requests) is not set")
+def test_transformers4_pipeline_matches_predict(qa_run, cli):
+    """transformers 5 has no question-answering pipeline; 4.x's, run from QA_TRANSFORMERS4 on
+    the export, gives predict's best answers (its top_k=5 ranks as our n_best=20)."""
+    d = qa_run
+    code, _, err = cli("predict", f"model={d / 'export'}", f"input={d / 'valid.json'}", f"output={d / 'p4.jsonl'}")
+    assert code == 0, err
+    ours = read_jsonl(d / "p4.jsonl")
+    valid = json.loads((d / "valid.json").read_text(encoding="utf-8"))
+    pairs = [[q["question"], p["context"]] for a in valid["data"] for p in a["paragraphs"] for q in p["qas"]]
+    (d / "pairs4.json").write_text(json.dumps(pairs, ensure_ascii=False), encoding="utf-8")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.environ["QA_TRANSFORMERS4"]}
+    res = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import json
+        import transformers
+        from transformers import pipeline
+        assert transformers.__version__.startswith("4."), transformers.__version__
+        task = json.load(open({str(d / 'export' / 'task.json')!r}))
+        nlp = pipeline("question-answering", model={str(d / 'export')!r}, device="cpu")
+        out = []
+        for q, c in json.load(open({str(d / 'pairs4.json')!r}, encoding="utf-8")):
+            r = nlp(question=q, context=c, max_seq_len=task["max_length"], doc_stride=task["doc_stride"],
+                    max_answer_len=task["max_answer_length"], top_k=(task["n_best"] - 10) // 2)[0]
+            out.append([r["answer"], r["start"], r["end"], r["score"]])
+        print(json.dumps(out, ensure_ascii=False))
+    """)], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    theirs = json.loads(res.stdout.strip().splitlines()[-1])
+    assert [[r["answer"], r["start"], r["end"]] for r in ours] == [t[:3] for t in theirs]
+    assert [r["score"] for r in ours] == pytest.approx([t[3] for t in theirs], abs=1e-5)
 
 
 def test_predict_text_lines_and_stdin_rows(qa_run, cli, tmp_path):

@@ -56,6 +56,7 @@ class TaskSpec:
     base_model: str = ""
     doc_stride: int | None = None  # qa: context tokens shared by consecutive windows (None: default_stride)
     max_answer_length: int = 30  # qa: longest answer span, in tokens
+    n_best: int = 20  # qa: spans each window offers to the answer ranking
 
     @property
     def multilabel(self) -> bool:

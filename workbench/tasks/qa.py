@@ -25,12 +25,14 @@ Everything QA lives here, top to bottom:
               tokens and [CLS]; [CLS] is then zeroed, so a window trained to point at [CLS] (no
               answer inside) gives its spans little probability. Every (start, end) with
               start <= end < start + `max_answer_length` is scored p_start * p_end (exhaustively,
-              not a top-20 x top-20 shortlist), spans of all windows are merged, equal character
-              spans from overlapping windows keep their best score; token spans are widened to
-              whole words of the pre-tokenizer (a wordpiece never cuts an English word or number)
-              and returned as character offsets into the context. This is the decoding of
-              transformers 4.x's ``pipeline("question-answering")`` (same masking, scores and
-              word alignment), so its answers and ours agree.
+              not a top-20 x top-20 shortlist) and each window's `n_best` spans are kept, widened
+              to whole words of the pre-tokenizer (a wordpiece never cuts an English word or
+              number). Spans of one question with the same text (ignoring case) are one answer
+              scored by the sum of their probabilities (an answer the context repeats, or two
+              overlapping windows find, gathers them), its offsets those of the first met. This
+              is the ranking of transformers 4.x's ``pipeline("question-answering")``, whose
+              ``top_k=k`` keeps 2k + 10 spans per window: with n_best=20 its top_k=5 list starts
+              with our best answer (checked against transformers 4.57.1).
   5. metric   the official CMRC 2018 evaluation (ymcui/cmrc2018 ``cmrc2018_evaluate.py``):
               EM after removing its punctuation list, and F1 over the longest common
               *contiguous* run of segments after mixed segmentation (each CJK character one
@@ -483,9 +485,9 @@ def _softmax_masked(logits: np.ndarray, keep: np.ndarray) -> np.ndarray:
 
 
 def window_spans(start_logits: np.ndarray, end_logits: np.ndarray, win: QAWindow, *, max_answer_length: int,
-                 top_k: int) -> list[tuple[float, int, int]]:
-    """The `top_k` best (score, start token, end token) of one window; score = p_start * p_end
-    with both softmaxes over the context tokens and [CLS], [CLS] then zeroed."""
+                 n_best: int) -> list[tuple[float, int, int]]:
+    """The `n_best` best (score, start token, end token) of one window, best first; score =
+    p_start * p_end with both softmaxes over the context tokens and [CLS], [CLS] then zeroed."""
     n = len(win.input_ids)
     keep = win.context.copy()
     keep[CLS_INDEX] = True
@@ -495,42 +497,52 @@ def window_spans(start_logits: np.ndarray, end_logits: np.ndarray, win: QAWindow
     # (n, n) scores of every span; the band keeps start <= end < start + max_answer_length.
     scores = np.tril(np.triu(np.outer(p_start, p_end)), max_answer_length - 1)
     flat = scores.ravel()
-    if top_k == 1:
-        order = [int(np.argmax(flat))]  # the first of equal maxima, as the pipeline took it
+    if n_best == 1:
+        order = [int(np.argmax(flat))]  # the first of equal maxima, as the pipeline takes it
+    elif flat.size <= n_best:
+        order = np.argsort(-flat)
     else:
-        k = min(top_k, flat.size - 1)
-        part = np.argpartition(-flat, k)[:k]
-        order = part[np.argsort(-flat[part], kind="stable")]
+        part = np.argpartition(-flat, n_best)[:n_best]
+        order = part[np.argsort(-flat[part])]
     out = []
     for i in order:
         s, e = divmod(int(i), n)
         # Non-context tokens, [CLS] and spans outside the band score 0: never an answer.
         if flat[i] > 0 and win.context[s] and win.context[e]:
-            out.append((float(flat[i]), s, e))
+            out.append((flat[i].item(), s, e))
     return out
 
 
 def nbest_answers(records: Sequence[QARecord], windows: Sequence[QAWindow], start_logits: Sequence[np.ndarray],
-                  end_logits: Sequence[np.ndarray], *, max_answer_length: int, top_k: int = 1) -> list[list[dict]]:
-    """Per record, up to `top_k` answers {answer, start, end, score}, best first, over all its
-    windows (a character span found by several overlapping windows keeps its best score)."""
-    found: list[dict[tuple[int, int], float]] = [{} for _ in records]
+                  end_logits: Sequence[np.ndarray], *, max_answer_length: int, n_best: int = 20,
+                  top_k: int = 1) -> list[list[dict]]:
+    """Per record, up to `top_k` answers {answer, start, end, score}, best first.
+
+    Each window offers its `n_best` spans (widened to whole words); spans of one record whose
+    texts are equal (ignoring case) are one answer whose score is the sum of theirs, with the
+    offsets of the first one met (windows in order, best span first), as transformers 4.x's
+    question-answering pipeline ranks them (its top_k=k takes 2k + 10 spans per window)."""
+    found: list[dict[str, dict]] = [{} for _ in records]
     for win, sl, el in zip(windows, start_logits, end_logits):
         words = win.word_chars()
-        for score, s, e in window_spans(sl, el, win, max_answer_length=max_answer_length, top_k=top_k):
-            span = win.chars(s, e, words)
-            best = found[win.record]
-            if score > best.get(span, -1.0):
-                best[span] = score
+        context = records[win.record].context
+        answers = found[win.record]
+        for score, s, e in window_spans(sl, el, win, max_answer_length=max_answer_length, n_best=n_best):
+            a, b = win.chars(s, e, words)
+            key = context[a:b].lower()
+            if key in answers:
+                answers[key]["score"] += score
+            else:
+                answers[key] = {"answer": context[a:b], "start": a, "end": b, "score": score}
     out = []
-    for r, spans in zip(records, found):
-        ranked = sorted(spans.items(), key=lambda kv: -kv[1])[:top_k]  # stable: ties keep window order
-        out.append([{"answer": r.context[s:e], "start": s, "end": e, "score": round(sc, 6)} for (s, e), sc in ranked])
+    for answers in found:
+        ranked = sorted(answers.values(), key=lambda x: -x["score"])[:top_k]  # stable: ties keep the first met
+        out.append([{**x, "score": round(x["score"], 6)} for x in ranked])
     return out
 
 
 def answer(model, tokenizer, records: Sequence[QARecord], *, max_length: int, doc_stride: int, max_answer_length: int,
-           top_k: int = 1, batch_size: int = 64) -> tuple[list[list[dict]], WindowStats]:
+           n_best: int = 20, top_k: int = 1, batch_size: int = 64) -> tuple[list[list[dict]], WindowStats]:
     """n-best answers of a QA model for each record, and the window statistics."""
     import torch
 
@@ -548,7 +560,8 @@ def answer(model, tokenizer, records: Sequence[QARecord], *, max_length: int, do
             starts += list(out.start_logits.float().cpu().numpy())
             ends += list(out.end_logits.float().cpu().numpy())
     model.train(was_training)
-    return nbest_answers(records, windows, starts, ends, max_answer_length=max_answer_length, top_k=top_k), stats
+    return nbest_answers(records, windows, starts, ends, max_answer_length=max_answer_length, n_best=n_best,
+                         top_k=top_k), stats
 
 
 # --------------------------------------------------------------------------- 5. metric
@@ -661,7 +674,7 @@ def evaluate_records(model, tokenizer, spec, records: Sequence[QARecord], *, bat
     em / f1 (fractions), n, window statistics under "length"; predictions {"answers": best
     answer dict per record, "scores": (em, f1) per record}."""
     nbest, stats = answer(model, tokenizer, records, max_length=spec.max_length, doc_stride=spec.stride(),
-                          max_answer_length=spec.max_answer_length, top_k=1, batch_size=batch_size)
+                          max_answer_length=spec.max_answer_length, n_best=spec.n_best, top_k=1, batch_size=batch_size)
     best = [a[0] if a else {"answer": "", "start": 0, "end": 0, "score": 0.0} for a in nbest]
     metrics = qa_metrics(records, [b["answer"] for b in best])
     per = metrics.pop("_per_question")
@@ -673,7 +686,8 @@ def predict_rows(model, tokenizer, spec, records: Sequence[QARecord], *, top_k: 
     """One row per question: {id, question, answer, start, end, score, n_best: [...]}; offsets
     are characters [start, end) into the context."""
     nbest, _ = answer(model, tokenizer, records, max_length=spec.max_length, doc_stride=spec.stride(),
-                      max_answer_length=spec.max_answer_length, top_k=top_k, batch_size=batch_size)
+                      max_answer_length=spec.max_answer_length, n_best=spec.n_best, top_k=top_k,
+                      batch_size=batch_size)
     rows = []
     for r, answers in zip(records, nbest):
         best = answers[0] if answers else {"answer": "", "start": 0, "end": 0, "score": 0.0}
@@ -710,6 +724,7 @@ class QuestionAnswerer:
         self.max_length = int(task["max_length"])
         self.doc_stride = int(task.get("doc_stride") or default_stride(self.max_length))
         self.max_answer_length = int(task.get("max_answer_length") or 30)
+        self.n_best = int(task.get("n_best") or 20)
         self.tokenizer = AutoTokenizer.from_pretrained(directory)
         self.model = AutoModelForQuestionAnswering.from_pretrained(directory).to(device).eval()
 
@@ -719,7 +734,8 @@ class QuestionAnswerer:
         qs, cs = ([question], [context]) if single else (list(question), list(context))
         records = [QARecord(str(i), q, c, position=f"input {i}") for i, (q, c) in enumerate(zip(qs, cs))]
         nbest, _ = answer(self.model, self.tokenizer, records, max_length=self.max_length, doc_stride=self.doc_stride,
-                          max_answer_length=self.max_answer_length, top_k=top_k, batch_size=batch_size)
+                          max_answer_length=self.max_answer_length, n_best=self.n_best, top_k=top_k,
+                          batch_size=batch_size)
         rows = [{**(a[0] if a else {"answer": "", "start": 0, "end": 0, "score": 0.0}), "n_best": a} for a in nbest]
         return rows[0] if single else rows
 
@@ -773,6 +789,7 @@ def model_card(name: str, spec, metrics: dict, finetune_manifest: dict) -> str:
                                                  "weight_decay", "warmup_ratio", "freeze_layers", "seed", "seeds")
                     if k in cfg]
     stride = spec.stride()
+    pipeline_k = (spec.n_best - 10) // 2 if spec.n_best >= 12 and spec.n_best % 2 == 0 else None
     lines += ["", "## Training config", "", "```yaml", *config_lines, "```", "",
               "## How to load", "",
               f"Contexts longer than {spec.max_length} tokens are read in windows sharing {stride} tokens; answers "
@@ -783,11 +800,16 @@ def model_card(name: str, spec, metrics: dict, finetune_manifest: dict) -> str:
               "qa = QuestionAnswerer(\"PATH/TO/THIS/DIR\")",
               "qa(\"问题\", \"上下文\")  # {'answer', 'start', 'end', 'score', 'n_best'}; start/end: characters", "```", "",
               "The weights are a stock `BertForQuestionAnswering` (`AutoModelForQuestionAnswering.from_pretrained`). "
-              "With transformers 4.x the pipeline runs it with the same windows and decoding:", "",
+              "transformers 4.x's pipeline runs it with the same windows"
+              + (f"; with `top_k={pipeline_k}` it ranks answers as here (n_best={spec.n_best} spans per window), "
+                 "so its first answer is ours:" if pipeline_k else
+                 f" (its top_k=k keeps 2k + 10 spans per window, this model's n_best={spec.n_best}: its ranking "
+                 "can differ slightly):"), "",
               "```python", "from transformers import pipeline", "",
               "nlp = pipeline(\"question-answering\", model=\"PATH/TO/THIS/DIR\")",
               f"nlp(question=\"问题\", context=\"上下文\", max_seq_len={spec.max_length}, doc_stride={stride}, "
-              f"max_answer_len={spec.max_answer_length})", "```", "",
+              f"max_answer_len={spec.max_answer_length}, top_k={pipeline_k or 1})" + ("[0]" if pipeline_k else ""),
+              "```", "",
               "Or with zh-workbench: `workbench predict model=PATH input=questions.jsonl` "
               "(`{\"question\", \"context\"}` per line, or a SQuAD-style .json).", "",
               "## Limits", "",
