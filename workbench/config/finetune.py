@@ -62,6 +62,8 @@ class QAConfig(Section):
     """Context tokens shared by consecutive windows of a long context (transformers' doc_stride); null: min(max_length // 2, 128), the question-answering pipeline's default. An answer is a train target only in the windows that hold all of it."""
     max_answer_length: int = 30
     """Longest answer span the decoder returns, in tokens (CJK characters are one token each)."""
+    n_best: int = 20
+    """Best spans each window offers (every span within max_answer_length is scored); spans of a question with the same text add their probabilities. 20 ranks as transformers 4.x's question-answering pipeline with top_k=5 (it keeps 2 x top_k + 10 per window)."""
     test_articles: float = 0.0
     """Hold out this fraction of the train file's articles (SQuAD `data[]` entries, never split) as the test set, drawn with `split_seed` (CMRC 2018: dev split into train/test, trial as valid); the two halves are written to the output's split/train.json and split/test.json for `workbench evaluate`. 0: off (test= a file)."""
     split_seed: int = 0
@@ -257,8 +259,9 @@ class FinetuneConfig(StageConfig):
         if self.qa.doc_stride is not None and not 0 <= self.qa.doc_stride < room - 8:
             out.append(f"qa.doc_stride: must be >= 0 and leave the question at least 8 tokens below the "
                        f"{room} a window holds besides [CLS]/[SEP] (got {self.qa.doc_stride})")
-        if self.qa.max_answer_length < 1:
-            out.append(f"qa.max_answer_length: must be >= 1 (got {self.qa.max_answer_length})")
+        if self.qa.max_answer_length < 1 or self.qa.n_best < 1:
+            out.append(f"qa.max_answer_length and qa.n_best: must be >= 1 (got {self.qa.max_answer_length}, "
+                       f"{self.qa.n_best})")
         if not 0.0 <= self.qa.test_articles < 1.0:
             out.append(f"qa.test_articles: a fraction in [0, 1) (got {self.qa.test_articles})")
         if self.qa.test_articles and self.test:

@@ -374,7 +374,8 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
                     tags=tag_list(lm.labels, cfg.scheme) if cfg.task == "tagging" else [],
                     scheme=cfg.scheme, crf=cfg.crf, window_overlap=cfg.window_overlap, truncation=cfg.truncation,
                     head_tokens=cfg.head_tokens, threshold=cfg.threshold, data=cfg.data.model_dump(mode="json"),
-                    base_model=cfg.model, doc_stride=cfg.qa.doc_stride, max_answer_length=cfg.qa.max_answer_length)
+                    base_model=cfg.model, doc_stride=cfg.qa.doc_stride, max_answer_length=cfg.qa.max_answer_length,
+                    n_best=cfg.qa.n_best)
     feats, train_length = train_features(train, spec, lm, tok)
     if cfg.task == "qa" and (train_length["in_no_window"] or train_length["no_span"]):
         log.warning("finetune: %d train question(s) have no answer in the context (not trained on) and %d an answer "
