@@ -54,8 +54,6 @@ from workbench.config.clean import CleanupConfig  # noqa: F401
 from workbench.config.attention import AttentionConfig  # noqa: F401
 from workbench.config.average import AverageConfig  # noqa: F401
 from workbench.config.distil import DistilConfig  # noqa: F401
-from workbench.config.average import AverageConfig  # noqa: F401
-from workbench.config.distil import DistilConfig  # noqa: F401
 from workbench.errors import ConfigError
 
 
@@ -78,8 +76,6 @@ COMMANDS: dict[str, type[Section]] = {
     "clean": CleanupConfig,
     "experiment": ExperimentConfig,
     "attention": AttentionConfig,
-    "average": AverageConfig,
-    "distil": DistilConfig,
     "average": AverageConfig,
     "distil": DistilConfig,
 }

@@ -158,8 +158,6 @@ class FinetuneConfig(StageConfig):
     """Stop after this many valid evaluations in a row without a better valid metric (evaluations, not epochs: with `eval_steps` set these include the step evaluations); null = off. The best evaluation's weights are kept either way."""
     keep_snapshots: int = 0
     """Also keep the weights of the last this many valid evaluations (of the saved seed) as `snapshots/step-<N>.safetensors` in the output (one model's size each), for `workbench average`; 0 = none (only the best weights are saved). Not with LoRA."""
-    keep_snapshots: int = 0
-    """Also keep the weights of the last this many valid evaluations (of the saved seed) as `snapshots/step-<N>.safetensors` in the output (one model's size each), for `workbench average`; 0 = none (only the best weights are saved). Not with LoRA."""
     seeds: list[int] = []
     """Train once per seed (e.g. [1, 2, 3]); metrics.json keeps every seed's full valid/test metrics (`seeds.runs`) and mean ± std (sample std) of each scalar metric (`seeds.summary`); the model of the seed with the best valid metric is saved. Empty: one run with `seed`."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"

@@ -28,8 +28,6 @@ RUNNERS = {
     "attention": "workbench.stages.attention:run",
     "average": "workbench.stages.average:run",
     "distil": "workbench.stages.distil:run",
-    "average": "workbench.stages.average:run",
-    "distil": "workbench.stages.distil:run",
 }
 
 

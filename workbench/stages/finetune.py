@@ -220,8 +220,6 @@ def _eval_callback(evaluate, main: str, patience: int | None, eval_steps: int | 
             log.info("finetune: epoch %.2f step %d valid %s = %.4f", state.epoch or 0, state.global_step, main, value)
             if snapshot is not None:
                 snapshot(model, state.global_step, epoch, value)
-            if snapshot is not None:
-                snapshot(model, state.global_step, epoch, value)
             if best.get("value") is None or value > best["value"]:
                 best.update(value=value, epoch=epoch, step=state.global_step, metrics=metrics,
                             state={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
@@ -506,9 +504,6 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
             shutil.move(str(tb_keep / "tensorboard"), str(tmp / "tensorboard"))
             shutil.rmtree(tb_keep, ignore_errors=True)
             tb_files = tuple(str(f.relative_to(tmp)) for f in (tmp / "tensorboard").rglob("*") if f.is_file())
-        if snap_keep is not None:
-            shutil.move(str(snap_keep / "snapshots"), str(tmp / "snapshots"))
-            shutil.rmtree(snap_keep, ignore_errors=True)
         if snap_keep is not None:
             shutil.move(str(snap_keep / "snapshots"), str(tmp / "snapshots"))
             shutil.rmtree(snap_keep, ignore_errors=True)
