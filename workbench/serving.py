@@ -100,14 +100,24 @@ def export_onnx(model, path: str | Path, example: dict) -> dict[str, Any]:
             return self.inner(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
 
     started = time.time()
+    import logging
     import warnings
 
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's axis-renaming notes
-        program = torch.onnx.export(
-            _Logits(model), args, input_names=list(INPUT_NAMES), output_names=["logits"],
-            dynamic_shapes=({0: batch, 1: seq},) * 3, dynamo=True, verbose=False)
-        program.save(str(path))
+    # The exporter's passes log every step at INFO (e.g. each deduplicated initializer).
+    quiet = [logging.getLogger(n) for n in ("onnx_ir", "onnxscript", "torch.onnx", "torch.export")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.WARNING)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's axis-renaming notes
+            program = torch.onnx.export(
+                _Logits(model), args, input_names=list(INPUT_NAMES), output_names=["logits"],
+                dynamic_shapes=({0: batch, 1: seq},) * 3, dynamo=True, verbose=False)
+            program.save(str(path))
+    finally:
+        for q, level in zip(quiet, levels):
+            q.setLevel(level)
     import onnx
 
     return {"exporter": "torch.onnx.export(dynamo=True)", "opset": int(onnx.load(str(path), load_external_data=False)
