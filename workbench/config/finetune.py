@@ -27,7 +27,7 @@ class TaskDataConfig(Section):
     label_delimiter: str = ","
     """multilabel: labels in one cell are split on this (a JSON list works too)."""
     repair: bool = False
-    """Tagging: read invalid tag sequences (an I-X that continues nothing, an unclosed BIOES entity) as the nearest valid ones, counted in the manifest, instead of stopping."""
+    """Tagging: read invalid tag sequences (an I-X that continues nothing, an unclosed BIOES entity) as the nearest valid ones, counted in the manifest, instead of stopping. qa: move an answer_start that misses its text to the text's nearest occurrence, keep a reference absent from its context for the metric only and keep empty questions, counted."""
     encoding: str = "auto"
     """Text encoding of the files. auto: as `prepare` detects it (UTF-8 with or without BOM, else GB18030, which reads GBK and GB2312 too; the codec used is in the manifest); or a codec name such as utf-8, gbk, gb18030."""
     char_column: int | None = None
@@ -80,7 +80,7 @@ class AdapterConfig(Section):
 
 
 class FinetuneConfig(StageConfig):
-    """Fine-tune a BERT for classification, sentence pairs, multi-label or character tagging (NER)."""
+    """Fine-tune a BERT for classification, sentence pairs, multi-label, character tagging (NER) or extractive question answering."""
 
     output_dir_name: typing.ClassVar[str] = "finetune"
 
@@ -101,7 +101,7 @@ class FinetuneConfig(StageConfig):
     unknown_label_to: str | None = None
     """With unknown_labels=map: the train label to map to."""
     max_length: int = 128
-    """Tokens per model input, [CLS]/[SEP] included. Longer texts are truncated (classification, counted) or cut into sliding windows (tagging)."""
+    """Tokens per model input, [CLS]/[SEP] included. Longer texts are truncated (classification, counted) or cut into sliding windows (tagging; qa: question + a window of the context)."""
     truncation: Literal["head", "head_tail"] = "head"
     """Classification: keep the first tokens, or `head_tokens` from the start and the rest from the end."""
     head_tokens: int | None = None

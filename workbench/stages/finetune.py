@@ -528,5 +528,5 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
     if len(seeds) > 1:
         ms = metrics["seeds"][f"valid_{main}"]
         summary += f"; {len(seeds)} seeds: valid {ms['mean']:.4f} ± {ms['std']:.4f}"
-    print(f"finetune → {out}: {cfg.task}, {len(lm)} labels, {summary}")
+    print(f"finetune → {out}: {cfg.task}, {f'{len(lm)} labels, ' if cfg.task != 'qa' else ''}{summary}")
     return manifest
