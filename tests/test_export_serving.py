@@ -143,6 +143,20 @@ def test_missing_test_file_is_named(cls_ft, cli, tmp_path):
     assert code == 2 and "nope.tsv" in err and "eval_file=" in err
 
 
+def test_mean_pooled_workbench_model_exports_to_onnx(cls_ft, tmp_path):
+    """A bert_workbench model (pooling=mean, its own modeling file) goes through the same
+    exporter and parity check."""
+    from workbench.cli import main
+
+    assert main(["finetune", f"model={cls_ft / 'base'}", f"train={cls_ft / 'train.tsv'}", f"valid={cls_ft / 'valid.tsv'}",
+                 f"test={cls_ft / 'test.tsv'}", f"output={tmp_path / 'ft'}", "max_steps=3", "max_length=48",
+                 "pooling=mean", *FAST]) == 0
+    assert main(["export", f"input={tmp_path / 'ft'}", f"output={tmp_path / 'onnx'}", "format=onnx",
+                 "latency_rounds=0"]) == 0
+    info = json.loads((tmp_path / "onnx" / "serving.json").read_text(encoding="utf-8"))
+    assert info["parity"]["max_abs_logit_diff"] <= 1e-4 and info["onnx_fp32"]["delta"] == pytest.approx(0, abs=1e-9)
+
+
 @pytest.mark.slow
 def test_token_classification_onnx_and_crf_refused(tmp_path, cli):
     from workbench.cli import main

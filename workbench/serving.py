@@ -104,10 +104,12 @@ def export_onnx(model, path: str | Path, example: dict) -> dict[str, Any]:
     import warnings
 
     # The exporter's passes log every step at INFO (e.g. each deduplicated initializer).
-    quiet = [logging.getLogger(n) for n in ("onnx_ir", "onnxscript", "torch.onnx", "torch.export")]
+    quiet = [logging.getLogger(n) for n in ("onnx_ir", "onnxscript", "torch.onnx", "torch.export",
+                                            "torch.onnx._internal.exporter._registration")]
     levels = [q.level for q in quiet]
     for q in quiet:
         q.setLevel(logging.WARNING)
+    quiet[-1].setLevel(logging.ERROR)  # "torchvision is not installed. Skipping torchvision::..." x 3
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's axis-renaming notes
