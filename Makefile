@@ -96,6 +96,14 @@ distil: $(RUN)/distil/manifest.json
 $(RUN)/distil/manifest.json: $(RUN)/finetune-$(TASK)/manifest.json | $(STAMP)
 	$(WB) distil --config $(CONFIG) run=$(RUN) teacher=$(RUN)/finetune-$(TASK) output=$(RUN)/distil $(ARGS)
 
+# Attention views of ATTENTION_MODEL on sentences of your own, e.g.
+#   make attention CONFIG=configs/base.yaml ARGS='sentences=[我在北京大学读书，今天天气很好。] screenshot=true'
+.PHONY: attention
+ATTENTION_MODEL ?= $(RUN)/pretrain
+attention: $(RUN)/attention/manifest.json
+$(RUN)/attention/manifest.json: $(ATTENTION_MODEL)/manifest.json | $(STAMP)
+	$(WB) attention --config $(CONFIG) run=$(RUN) model=$(ATTENTION_MODEL) output=$(RUN)/attention $(ARGS)
+
 # Desensitised corpora (outputs named in the config: vocab_maps/<name>/, <run>/desensitised/).
 desensitise: | $(STAMP)
 	$(WB) desensitise --config $(CONFIG) run=$(RUN) $(ARGS)
