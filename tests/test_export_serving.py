@@ -15,7 +15,6 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
 
 from finetune_fixtures import (  # noqa: F401  (one_thread: autouse fixture)
