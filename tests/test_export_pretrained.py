@@ -120,3 +120,13 @@ def test_fp16_without_mlm_eval_and_serving_formats_refused(pretrained, cli, tmp_
     assert "Not measured against the base model (mlm" in card and "eval=false)" in card and "Pretrain's own final evaluation" in card
     code, _, err = cli("export", f"input={pretrained / 'pretrain'}", f"output={tmp_path / 'onnx'}", "format=onnx")
     assert code == 2 and "format=hf or format=fp16" in err
+
+
+def test_card_of_a_pair_objective_says_what_is_left_out(tmp_path):
+    from workbench.pretrained_export import pretrain_facts, pretrained_card
+
+    upstream = {"config": {"objective": "mlm+sop", "masking": {"strategy": "span", "mask_prob": 0.15, "max_span": 5},
+                           "batch_size": 8}, "counts": {"steps": 3}, "metrics": {"eval_loss": 4.0}}
+    card = pretrained_card("m", pretrain_facts(upstream, tmp_path), {"measured": False, "reason": "no blocks"}, "hf")
+    assert "`mlm+sop`: its sentence-pair head and the pooler it trained are not in this fill-mask model" in card
+    assert "max_span 5" in card and "loss 4.0000" in card and "n/a" in card  # missing facts shown as n/a

@@ -266,6 +266,10 @@ def pretrained_card(name: str, f: dict[str, Any], mlm: dict[str, Any], fmt: str)
                "cleaned the corpus; nothing else is normalised: give texts in the form the corpus had."
                if f.get("char_map_size") else
                "- Texts are not cleaned or normalised by the tokenizer: give them in the form the corpus had."), ""]
+    if f.get("objective", "mlm") != "mlm":
+        lines[-1:-1] = [f"- Pretrained with `{f['objective']}`: its sentence-pair head and the pooler it trained are not "
+                        "in this fill-mask model (BertForMaskedLM has neither); fine-tune from the pretrain output "
+                        "itself to start from them."]
     lines += ["## Files", "", "- `config.json`, `model.safetensors` (BertForMaskedLM), tokenizer files",
               "- `metrics.json`: pretrain's final metrics and the before/after scores",
               "- `manifest.json`: file hashes, inputs and versions", ""]
