@@ -37,7 +37,9 @@ from __future__ import annotations
 
 import json
 import logging
+import contextlib
 import math
+import os
 import shutil
 import sys
 import time
@@ -74,6 +76,7 @@ class StepSeededCollator:
         self.calls = 0           # batches collated in this pass by this process
         self.mix_seen: dict[int, np.ndarray] = {}  # batch number → blocks per mixture source (replay)
         self.mix_sources = 0
+        self.collated = 0        # batches collated by this process over the whole call (all passes)
 
     def start_pass(self, batches_before: int) -> None:
         """Called before the DataLoader is iterated; DataLoader workers get a copy of this state."""
@@ -88,6 +91,7 @@ class StepSeededCollator:
         else:  # worker w of W collates batches w, w + W, w + 2W, ... of the pass
             index = self.batches_before + self.calls * worker.num_workers + worker.id
         self.calls += 1
+        self.collated += 1
         if examples and "mix_source" in examples[0]:
             sources = [e.pop("mix_source") for e in examples]
             if self.mix_sources:
@@ -163,6 +167,16 @@ def _trainer_classes():
                 return super().get_eval_dataloader(eval_dataset)
             finally:
                 self.data_collator = train_collator
+
+        def get_resumed_dataloader(self, dataloader, num_batches):
+            """Records how a resume skips the batches already trained on: by index (the batch
+            sampler starts after them; nothing is read or collated) or by replay (an iterable
+            dataset must be read through)."""
+            resumed = super().get_resumed_dataloader(dataloader, num_batches)
+            sampler = getattr(resumed, "batch_sampler", None)
+            self.resume_skip = {"batches": int(num_batches),
+                                "how": "index" if type(sampler).__name__ == "SkipBatchSampler" else "replay"}
+            return resumed
 
         def log(self, logs: dict[str, float], *args, **kwargs) -> None:
             if "eval_loss" in logs:
@@ -316,6 +330,94 @@ def _check_resume_config(ckpt_dir: Path, cfg: PretrainConfig) -> None:
 def _own_checkpoints(directory: Path) -> bool:
     """A directory of this stage's Trainer checkpoints (pretrain writes pretrain_config.json first)."""
     return (directory / "pretrain_config.json").is_file() or any(directory.glob("checkpoint-*"))
+
+
+SHAPE_FILE = "workbench_shape.json"  # in each checkpoint: how many processes made it, and the global batch
+
+
+def _shape_callback(shape: dict):
+    """Writes `shape` (processes, batch_size, grad_accum, global batch) into every checkpoint,
+    so a resume on another number of processes knows what a step meant."""
+    from transformers import TrainerCallback
+
+    class ShapeRecord(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if ckpt.is_dir() and args.process_index == 0:
+                (ckpt / SHAPE_FILE).write_text(json.dumps(shape) + "\n", encoding="utf-8")
+
+    return ShapeRecord()
+
+
+def resume_shape(checkpoint: Path | None, cfg: PretrainConfig, world_size: int) -> tuple[int, dict | None]:
+    """(grad_accum to train with, the change or None) for resuming `checkpoint` on `world_size`
+    processes. A step is one global batch (batch_size x grad_accum x processes blocks); resuming
+    on another number of processes keeps it, so the step count, the learning-rate schedule and
+    the data position (a prefix of the same shuffled order) all keep their meaning: grad_accum
+    is rescaled (8 GPUs x 1 → 4 GPUs x 2). When that is not a whole number the resume is refused."""
+    if checkpoint is None or not (checkpoint / SHAPE_FILE).is_file():
+        return cfg.grad_accum, None  # a fresh run, or a checkpoint from before the shape was recorded
+    saved = json.loads((checkpoint / SHAPE_FILE).read_text(encoding="utf-8"))
+    if int(saved["processes"]) == world_size:
+        return cfg.grad_accum, None
+    global_batch = int(saved["global_batch"])
+    per_micro_step = cfg.batch_size * world_size
+    if global_batch % per_micro_step:
+        fits = [n for n in range(1, global_batch // cfg.batch_size + 1) if (global_batch // cfg.batch_size) % n == 0]
+        raise StageInputError(
+            f"pretrain: {checkpoint} was made by {saved['processes']} processes with a global batch of {global_batch} "
+            f"blocks (batch_size {saved['batch_size']} x grad_accum {saved['grad_accum']} x {saved['processes']}); on "
+            f"{world_size} processes that needs grad_accum = {global_batch} / ({cfg.batch_size} x {world_size}), not a "
+            f"whole number, so the steps, the schedule and the data position would change meaning.\n  fix: resume on "
+            f"{', '.join(map(str, fits[:8]))} processes, or pass resume=false to start over")
+    grad_accum = global_batch // per_micro_step
+    change = {"from_processes": int(saved["processes"]), "to_processes": world_size, "global_batch": global_batch,
+              "grad_accum": {"saved": int(saved["grad_accum"]), "now": grad_accum}}
+    log.warning("pretrain: %s was made by %d processes, this run has %d: grad_accum %d → %d keeps the global batch at "
+                "%d blocks (same steps, schedule and data order)", checkpoint, saved["processes"], world_size,
+                saved["grad_accum"], grad_accum, global_batch)
+    return grad_accum, change
+
+
+def is_deepspeed_checkpoint(checkpoint: Path | None) -> bool:
+    return checkpoint is not None and any(checkpoint.glob("global_step*"))
+
+
+def load_deepspeed_fp32(checkpoint: Path, model) -> None:
+    """Load the fp32 master weights of a DeepSpeed checkpoint into `model`, rebuilt from the
+    ZeRO partitions by DeepSpeed's own zero_to_fp32 (whole for ZeRO-2 and ZeRO-3 alike; the
+    checkpoint's model.safetensors is not, under ZeRO-3)."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
+    missing = [k for k in missing if k not in tied and not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise StageInputError(f"pretrain: the fp32 weights rebuilt from {checkpoint} do not fit the model "
+                              f"(missing {missing[:5]}, unexpected {unexpected[:5]}).\n  fix: resume on "
+                              "the number of processes that wrote it, or pass resume=false")
+
+
+def _skip_engine_load():
+    """Context manager: HF Trainer's DeepSpeed resume (``deepspeed_load_checkpoint``) would
+    load the partitioned optimizer states and fail; the weights are already in the model
+    (``deepspeed_weights_for_new_world``), so it is skipped for this one train() call. The
+    scheduler, RNG and trainer state are still loaded by Trainer from the checkpoint."""
+    import contextlib
+
+    import transformers.trainer as hf_trainer
+
+    @contextlib.contextmanager
+    def patched():
+        original = hf_trainer.deepspeed_load_checkpoint
+        hf_trainer.deepspeed_load_checkpoint = lambda *a, **k: None
+        try:
+            yield
+        finally:
+            hf_trainer.deepspeed_load_checkpoint = original
+
+    return patched()
 
 
 def check_pair_objective(objective: str, pairs: str, in_dir) -> None:
@@ -486,6 +588,10 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
         log.warning("pretrain: resume=false: deleting the old checkpoints in %s", ckpt_dir)
         shutil.rmtree(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    # A step is one global batch; a resume on another number of processes keeps it (resume_shape).
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    grad_accum, world_change = resume_shape(resume_from, cfg, world_size)
+    run_cfg = cfg.model_copy(update={"grad_accum": grad_accum})  # what this process trains with
     cuda = torch.cuda.is_available()
     precision = cfg.precision
     if precision == "fp16" and not cuda:
@@ -499,7 +605,7 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
         num_train_epochs=cfg.epochs,
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
+        gradient_accumulation_steps=grad_accum,
         learning_rate=cfg.lr,
         warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
         lr_scheduler_type=cfg.schedule,
@@ -532,6 +638,21 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
     # grad_accum; but it returns a plain per-batch mean. Without this, gradients and the
     # logged train loss come out grad_accum times too large.
     model.accepts_loss_kwargs = False
+    if args.world_size != world_size:
+        raise StageInputError(f"pretrain: the launcher says WORLD_SIZE={world_size} but the Trainer sees "
+                              f"{args.world_size} processes; start the run with torchrun, deepspeed or accelerate")
+    # A DeepSpeed ZeRO checkpoint holds its optimizer states partitioned over the processes that
+    # wrote it; DeepSpeed refuses to load them on another number of processes, and its universal-
+    # checkpoint converter needs metadata HF Trainer does not save. So the fp32 master weights are
+    # rebuilt from the partitions and loaded before the engine is made; step, schedule, RNGs and
+    # data position still come from the checkpoint; the Adam moments start again from zero.
+    fresh_optimizer = bool(world_change and cfg.deepspeed and is_deepspeed_checkpoint(resume_from))
+    if fresh_optimizer:
+        load_deepspeed_fp32(resume_from, model)
+        log.warning("pretrain: %s is a DeepSpeed checkpoint of %d processes: its optimizer states cannot be "
+                    "re-partitioned for %d, so the fp32 weights, step, schedule and data position are restored and "
+                    "the optimizer moments start from zero (expect a short bump in the loss)",
+                    resume_from, world_change["from_processes"], world_size)
     MLMTrainer, CollatorPass = _trainer_classes()
     masking = cfg.masking.model_copy(update={"sop": True}) if cfg.objective == "mlm+sop" else cfg.masking
     train_collator = StepSeededCollator(MaskingCollator(masking, tok, seed=cfg.seed), cfg.seed, TRAIN_STREAM,
@@ -539,7 +660,7 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
     mixture, mix_counted = None, None
     if cfg.mix:
         train_ds, mixture = mixed_train_set(
-            cfg, train_ds, str(in_dir),
+            run_cfg, train_ds, str(in_dir),
             lambda path, up: check_blocks_vocab(path, up, cfg.model, tok, needed_by="pretrain (mix)"), args.world_size)
         train_collator.mix_sources = len(mixture["sources"])
         mix_counted = np.zeros(len(mixture["sources"]), dtype=np.int64)
@@ -549,9 +670,12 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
             f"{n} {w:.0%}" for n, w in zip(mixture["sources"], mixture["target"])), f"{len(train_ds):,}",
             ", ".join(f"{b:,} drawn from {t:,}" for b, t in zip(mixture["blocks_planned"], mixture["source_blocks"])))
     eval_collator = eval_mask_collator(masking, tok, cfg.seed, args.process_index)
-    all_callbacks = [CollatorPass(train_collator), *(callbacks or [])]
+    global_batch = cfg.batch_size * grad_accum * args.world_size
+    all_callbacks = [CollatorPass(train_collator), _shape_callback(
+        {"processes": args.world_size, "batch_size": cfg.batch_size, "grad_accum": grad_accum,
+         "global_batch": global_batch}), *(callbacks or [])]
     if mixture is not None and cfg.dataloader_workers == 0:
-        all_callbacks.append(_mixture_callback(train_collator, cfg.grad_accum, mix_counted))
+        all_callbacks.append(_mixture_callback(train_collator, grad_accum, mix_counted))
     if early:
         all_callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     with tensorboard_dir(ckpt_dir / "tensorboard"):
@@ -573,22 +697,28 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
     # Trainer resumed from a checkpoint at or past the last step still runs one more step
     # (it checks max_steps after a step), so a finished run only reloads its last checkpoint.
     done_step = _checkpoint_step(resume_from) if resume_from else 0
-    total_steps = planned_steps(cfg, len(train_ds), args.world_size)
+    total_steps = planned_steps(run_cfg, len(train_ds), args.world_size)
     if resume_from and done_step >= total_steps:
         from transformers import TrainerState
 
         log.info("pretrain: %s is already at step %d of %d; writing the output without training",
                  resume_from, done_step, total_steps)
-        trainer._load_from_checkpoint(str(resume_from))
+        if cfg.deepspeed and is_deepspeed_checkpoint(resume_from):
+            load_deepspeed_fp32(resume_from, trainer.model)  # no engine exists: train() never ran
+        else:
+            trainer._load_from_checkpoint(str(resume_from))
         trainer.state = TrainerState.load_from_json(str(resume_from / "trainer_state.json"))
         last = next((h["train_loss"] for h in reversed(trainer.state.log_history) if "train_loss" in h), None)
         train_loss = whole_run_train_loss(trainer.state.log_history, done_step, done_step, last)
+        trained = False
     else:
         # HF's training_loss averages this train() call's steps only; the steps before the
         # checkpoint come from its log history, complete up to it when every save step logs.
         trainer.add_callback(_log_at_save_callback())
-        call_loss = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None).training_loss
+        with _skip_engine_load() if fresh_optimizer else contextlib.nullcontext():
+            call_loss = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None).training_loss
         train_loss = whole_run_train_loss(trainer.state.log_history, done_step, trainer.state.global_step, call_loss)
+        trained = True
     # The final evaluation: the Trainer's own at the last step when there was one (the model
     # has not changed since; evaluating again would cost a full pass over the valid blocks
     # for the same numbers), else one now. With early stopping the best checkpoint was
@@ -625,13 +755,17 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
         set_sparse_mlm_head(trainer.model, False)
         # Other ranks take part in save_model (ZeRO-3 gathers the shards from every rank) but
         # write nothing; only rank 0 writes the output directory.
-        trainer.save_model(str(ckpt_dir / f"not-written-rank{trainer.args.process_index}"))
+        if trained:
+            trainer.save_model(str(ckpt_dir / f"not-written-rank{trainer.args.process_index}"))
         shutil.rmtree(ckpt_dir / f"not-written-rank{trainer.args.process_index}", ignore_errors=True)
         _leave_process_group()
         return {"stage": "pretrain", "rank": trainer.args.process_index, "metrics": metrics, "counts": counts}
     with atomic_output_dir(out_dir) as tmp:
         set_sparse_mlm_head(trainer.model, False)  # config.json names BertForMaskedLM
-        trainer.save_model(str(tmp))  # save_pretrained (safetensors) + tokenizer; gathers ZeRO-3 shards
+        if trained:
+            trainer.save_model(str(tmp))  # save_pretrained (safetensors) + tokenizer; gathers ZeRO-3 shards
+        else:  # no DeepSpeed engine was made: the model is a plain module holding the checkpoint's weights
+            trainer.model.save_pretrained(str(tmp))
         cap_model_max_length(tok, trainer.model.config)
         tok.save_pretrained(str(tmp))
         (tmp / "metrics.json").write_text(json.dumps({"final": metrics, "log_history": history}, indent=2) + "\n",
@@ -655,6 +789,17 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
                 "pair_head_new": pair_head_new,
                 "mlm_head_missing_keys": head_missing,
                 "resumed_from": str(resume_from) if resume_from else None,
+                "processes": args.world_size,
+                "global_batch": global_batch,
+                "resume": None if resume_from is None else {
+                    "checkpoint": str(resume_from), "step": done_step,
+                    # batches passed over in the pass it resumed in: by index (never read) or replayed
+                    "skipped": getattr(trainer, "resume_skip", None),
+                    # batches this process collated (0 DataLoader workers; else counted in the workers)
+                    "collated_batches": train_collator.collated if cfg.dataloader_workers == 0 else None,
+                    "processes_changed": world_change,
+                    "optimizer": "fresh (DeepSpeed cannot re-partition ZeRO states for another world size)"
+                                 if fresh_optimizer else "restored"},
                 "checkpoints": str(ckpt_dir),
                 "precision": precision,
                 "device": "cuda" if cuda else "cpu",
