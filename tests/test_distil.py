@@ -228,3 +228,25 @@ def test_bad_settings_are_refused(teacher, tmp_path):
                                                       f"output={tmp_path / 's'}"]))
     with pytest.raises(StageInputError, match="not a fine-tuned task model|finetune"):
         distil.run(load_stage_config("distil", None, [f"teacher={teacher / 'base'}", f"output={tmp_path / 's'}"]))
+
+
+def test_random_student_of_a_given_shape():
+    from transformers import BertConfig, BertForTokenClassification
+
+    from workbench.config import load_stage_config
+    from workbench.stages.distil import build_student
+
+    teacher = BertForTokenClassification(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=4,
+                                                    num_attention_heads=2, intermediate_size=64, num_labels=5))
+    cfg = load_stage_config("distil", None, ["teacher=t", "init=random",
+                                             "student_config={hidden_size: 16, intermediate_size: 24}"])
+    student, made = build_student(teacher, cfg, seed=0)
+    c = student.config
+    assert (c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.num_labels) == (16, 24, 2, 5)
+    assert made == {"init": "random", "config_changes": {"hidden_size": 16, "intermediate_size": 24,
+                                                         "num_hidden_layers": 2}}
+    again, _ = build_student(teacher, cfg, seed=0)  # seeded: the same random student
+    assert all(torch.equal(a, b) for a, b in zip(student.state_dict().values(), again.state_dict().values()))
+    bad = load_stage_config("distil", None, ["teacher=t", "init=random", "student_config={hidden_size: 15}"])
+    with pytest.raises(StageInputError, match="not a multiple of num_attention_heads"):
+        build_student(teacher, bad, seed=0)
