@@ -176,14 +176,16 @@ def effective_workers(cfg: PrepareConfig, input_bytes: int) -> int:
     return default_workers() if input_bytes >= SMALL_INPUT_BYTES or cfg.engine == "dask" else 1
 
 
-def ordered_map(cfg: PrepareConfig, batches: Iterable[Batch], workers: int) -> Iterator[BatchResult]:
+def ordered_map(cfg: PrepareConfig, batches: Iterable[Batch], workers: int,
+                processor: BatchProcessor | None = None) -> Iterator[BatchResult]:
     """`BatchProcessor.process` over `batches`, results in input order, at most a few
-    batches per worker in flight."""
+    batches per worker in flight. `processor`: the one to use when workers == 1 (made by
+    the caller, which already needed its decontamination index)."""
     if cfg.engine == "dask":
         yield from _dask_map(cfg, batches, workers)
         return
     if workers == 1:
-        proc = BatchProcessor(cfg)
+        proc = processor or BatchProcessor(cfg)
         for b in batches:
             yield proc.process(b)
         return

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from workbench.config import PrepareConfig
 from workbench.corpus.dedup import EXACT, KEEP, NEAR, FingerprintWriter, find_duplicates
-from workbench.corpus.process import Batch, candidate_schema, effective_workers, excerpt, ordered_map
+from workbench.corpus.process import Batch, BatchProcessor, candidate_schema, effective_workers, excerpt, ordered_map
 from workbench.corpus.readers import expand_inputs, read_file
 from workbench.corpus.split import SPLITS
 from workbench.errors import InputError
@@ -58,16 +58,18 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
     log.info("prepare: %d file(s), %.1f MB → %s", len(files), total_bytes / 1e6, out_dir)
 
     workers = effective_workers(cfg, total_bytes)
+    # One worker in this process: its processor is made here, once (with its decontamination
+    # index, which can be large); worker processes and Dask workers each make their own.
+    local = BatchProcessor(cfg) if workers == 1 and cfg.engine == "local" else None
     if cfg.exclude.files:
         from workbench.corpus.exclude import Contamination
 
-        # Built here once to fail early on a bad path and to say how much is excluded; each
-        # worker builds its own copy.
+        # Built here (or above) to fail early on a bad path and to say how much is excluded.
         from workbench.corpus.clean import Cleaner
 
         eval_cleaner = Cleaner(cfg.clean)
-        contamination = Contamination(cfg.exclude.files, cfg.exclude.text_fields, cfg.exclude.ngram,
-                                      lambda t: eval_cleaner.clean(t)[0])
+        contamination = local.contamination if local is not None else Contamination(
+            cfg.exclude.files, cfg.exclude.text_fields, cfg.exclude.ngram, lambda t: eval_cleaner.clean(t)[0])
         log.info("prepare: excluding text of %d evaluation texts from %d file(s) (%d-char overlap)",
                  contamination.texts, len(cfg.exclude.files), cfg.exclude.ngram)
         del contamination
@@ -104,7 +106,7 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
                     if buf:
                         yield Batch(file_idx, source, buf)
 
-            for res in ordered_map(cfg, batches(), workers):
+            for res in ordered_map(cfg, batches(), workers, processor=local):
                 counts["in"] += res.rows
                 per_file[res.file_idx]["in"] += res.rows
                 per_file[res.file_idx]["rejected"] += len(res.rejects)
