@@ -122,7 +122,9 @@ def run(cfg: ExportConfig) -> dict[str, Any]:
                        spec.task, "text-classification"),
                    "format": cfg.format, **({"serving": serving} if serving else {})},
         )
-    print(f"export → {out}: {spec.task} model, pipeline-loadable"
+    print(f"export → {out}: {spec.task} model, "
+          + ("AutoModelForQuestionAnswering + qa_inference.py (transformers 5 has no question-answering pipeline)"
+             if spec.task == "qa" else "pipeline-loadable")
           + (" with trust_remote_code=True (BERT + CRF, modeling_bert_crf.py)" if spec.crf else "")
           + (" with trust_remote_code=True (modeling_bert_workbench.py)" if is_workbench_model(out) else ""))
     if serving:
