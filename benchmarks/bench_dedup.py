@@ -1,4 +1,4 @@
-"""Benchmark: the near-duplicate pass (rensa vs the earlier datasketch path) and whole
+"""Benchmark: the near-duplicate pass (rensa and numpy vs the earlier datasketch path) and whole
 `prepare` on one and two workers against a plain `load_dataset` baseline, on real text.
 
 What it measures (every timing: medians of `--repeats` runs, the variants interleaved
@@ -6,7 +6,7 @@ within each repeat so machine load hits them alike)
   A. The near-duplicate pass alone (fingerprints + LSH + verification, `dedup.Fingerprinter`
      + `FingerprintWriter` + `find_duplicates`, exact keys included) on the cleaned texts of
      each corpus, with `minhash=datasketch` (the implementation before this change) and
-     `minhash=rensa`: seconds, documents/s, the speed-up, and how far the duplicate records
+     `minhash=rensa` and `minhash=numpy`: seconds, documents/s, the speed-up, and how far the duplicate records
      agree (documents flagged by both / by either; the same kept document for those).
   B. Whole `workbench prepare` (the CLI in a subprocess: start-up, reading, full cleaning,
      split, near + exact dedup, writing) with workers=1 and workers=2, against the plain
@@ -84,14 +84,15 @@ def _true_jaccard(texts: list[str], i: int, j: int) -> float:
     return len(x & y) / len(x | y)
 
 
-def _agreement(a, b, texts: list[str], threshold: float = 0.8) -> dict:
+def _agreement(a, b, texts: list[str], threshold: float = 0.8, names: tuple[str, str] = ("datasketch", "rensa")) -> dict:
     """How far the two implementations' duplicate records agree, and, for every near
     duplicate either one flagged, the exact Jaccard of its 5-character shingle set with the
     document it was matched to: the quality of both, measured on the same pairs."""
     import numpy as np
 
     quality = {}
-    for impl, d in (("datasketch", a), ("rensa", b)):
+    na, nb = names
+    for impl, d in ((na, a), (nb, b)):
         near = np.flatnonzero(d.kind == 2)
         true = np.array([_true_jaccard(texts, int(i), int(d.of[i])) for i in near])
         quality[impl] = {"near_flagged": len(near),
@@ -104,11 +105,11 @@ def _agreement(a, b, texts: list[str], threshold: float = 0.8) -> dict:
     dis_true = [(_true_jaccard(texts, int(i), int(a.of[i] if fa[i] else b.of[i]))) for i in dis]
     both, either = int((fa & fb).sum()), int((fa | fb).sum())
     same_of = int(((a.of == b.of) & fa & fb).sum())
-    return {"flagged_datasketch": int(fa.sum()), "flagged_rensa": int(fb.sum()), "flagged_both": both,
+    return {f"flagged_{na}": int(fa.sum()), f"flagged_{nb}": int(fb.sum()), "flagged_both": both,
             "flagged_either": either, "agreement": round(both / either, 4) if either else 1.0,
             "same_kept_document": round(same_of / both, 4) if both else 1.0,
-            "near_datasketch": int((a.kind == 2).sum()), "near_rensa": int((b.kind == 2).sum()),
-            "only_datasketch": int((fa & ~fb).sum()), "only_rensa": int((fb & ~fa).sum()),
+            f"near_{na}": int((a.kind == 2).sum()), f"near_{nb}": int((b.kind == 2).sum()),
+            f"only_{na}": int((fa & ~fb).sum()), f"only_{nb}": int((fb & ~fa).sum()),
             "true_jaccard_of_disagreements_median": round(float(np.median(dis_true)), 3) if dis_true else None,
             "true_jaccard_of_disagreements_range": [round(min(dis_true), 3), round(max(dis_true), 3)] if dis_true else None,
             "quality": quality}
@@ -159,17 +160,21 @@ def main() -> None:
         r: dict = {"file": str(src), "lines_limit": args.limit, "mib": round(mb, 2), "documents_after_cleaning": len(texts),
                    "mean_chars": round(sum(map(len, texts)) / max(len(texts), 1), 1)}
         # ---- A. the near-duplicate pass
-        times = {"datasketch": [], "rensa": []}
+        times = {"datasketch": [], "rensa": [], "numpy": []}
         dups = {}
         for _ in range(args.repeats):
-            for impl in ("datasketch", "rensa"):
+            for impl in times:
                 sec, dups[impl] = _dedup_pass(texts, impl)
                 times[impl].append(sec)
         med = {k: statistics.median(v) for k, v in times.items()}
         r["dedup_pass"] = {"seconds": times, "median_s": med, "docs_per_s": {k: round(len(texts) / v) for k, v in med.items()},
                            "speedup_rensa_vs_datasketch": round(med["datasketch"] / med["rensa"], 2),
-                           "agreement": _agreement(dups["datasketch"], dups["rensa"], texts)}
+                           "speedup_numpy_vs_datasketch": round(med["datasketch"] / med["numpy"], 2),
+                           "agreement": _agreement(dups["datasketch"], dups["rensa"], texts),
+                           "agreement_numpy": _agreement(dups["datasketch"], dups["numpy"], texts,
+                                                         names=("datasketch", "numpy"))}
         a = r["dedup_pass"]
+        an = a["agreement_numpy"]
         line = (f"\n[{name}] {mb:.1f} MiB, {len(texts):,} documents after cleaning (mean {r['mean_chars']} chars)\n"
                 f"  A. near-duplicate pass: datasketch {med['datasketch']:.2f} s ({a['docs_per_s']['datasketch']:,} docs/s)"
                 f"  rensa {med['rensa']:.2f} s ({a['docs_per_s']['rensa']:,} docs/s)  → {a['speedup_rensa_vs_datasketch']}x\n"
@@ -181,7 +186,14 @@ def main() -> None:
                             f"{q['share_true_jaccard_at_or_above_0.7']})" for k, q in a['agreement']['quality'].items())
                 + f"\n     the {a['agreement']['flagged_either'] - a['agreement']['flagged_both']} documents only one flagged: "
                 f"exact Jaccard median {a['agreement']['true_jaccard_of_disagreements_median']}, range "
-                f"{a['agreement']['true_jaccard_of_disagreements_range']} (borderline pairs: MinHash sampling noise)")
+                f"{a['agreement']['true_jaccard_of_disagreements_range']} (borderline pairs: MinHash sampling noise)\n"
+                f"     numpy {med['numpy']:.2f} s ({a['docs_per_s']['numpy']:,} docs/s) → "
+                f"{a['speedup_numpy_vs_datasketch']}x datasketch; flagged {an['flagged_numpy']:,}, both with datasketch "
+                f"{an['flagged_both']:,}; agreement {an['agreement']:.2%}, same kept document {an['same_kept_document']:.2%}; "
+                f"exact Jaccard of its near duplicates: median {an['quality']['numpy']['true_jaccard_median']}, "
+                f"share >= 0.8 {an['quality']['numpy']['share_true_jaccard_at_or_above_threshold']}; the "
+                f"{an['flagged_either'] - an['flagged_both']} only one flagged: median "
+                f"{an['true_jaccard_of_disagreements_median']}")
         print(line, flush=True)
         lines_out.append(line)
         # ---- B. whole prepare vs the plain baseline

@@ -13,7 +13,7 @@ from workbench.config import DedupConfig
 from workbench.corpus.dedup import EXACT, KEEP, NEAR, Fingerprinter, FingerprintWriter, find_duplicates
 
 
-@pytest.fixture(params=["rensa", "datasketch"], autouse=True)
+@pytest.fixture(params=["rensa", "numpy", "datasketch"], autouse=True)
 def minhash(request, monkeypatch):
     monkeypatch.setattr(DedupConfig.model_fields["minhash"], "default", request.param)
     DedupConfig.model_rebuild(force=True)

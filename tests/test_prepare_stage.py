@@ -231,3 +231,22 @@ def test_output_is_written_in_shards_listed_by_the_manifest(tmp_path, review_lin
     with pytest.raises(Exception) as e:
         load_stage_config("prepare", None, [f"input={corpus}", "shard_size=lots"])
     assert "shard_size: 'lots' is not a size" in str(e.value)
+
+
+def test_auto_minhash_follows_the_texts_and_says_so(tmp_path, review_lines):
+    """dedup.minhash=auto: numpy signatures for short texts, rensa for long ones, chosen from
+    the inputs alone and recorded; the near duplicates found are those of the explicit choice."""
+    short = tmp_path / "short.txt"
+    brief = [t for t in review_lines if len(t) < 80]
+    short.write_text("\n".join(brief), encoding="utf-8")
+    long_ = tmp_path / "long.txt"  # overlapping runs of 8 reviews: long texts with near duplicates
+    long_.write_text("\n".join("".join(review_lines[i:i + 8]) for i in range(0, 320, 2)), encoding="utf-8")
+    for path, expect in ((short, "numpy"), (long_, "rensa")):
+        auto = _run(tmp_path, f"auto-{path.stem}", f"input={path}")
+        assert auto["minhash"]["auto"] == expect and auto["minhash"]["sample_records"] > 0
+        assert auto["config"]["dedup"]["minhash"] == expect
+        explicit = _run(tmp_path, f"explicit-{path.stem}", f"input={path}", f"dedup.minhash={expect}")
+        assert explicit["minhash"] is None
+        assert (tmp_path / f"auto-{path.stem}" / "duplicates.jsonl").read_bytes() == \
+            (tmp_path / f"explicit-{path.stem}" / "duplicates.jsonl").read_bytes()
+        assert auto["counts"] == explicit["counts"]

@@ -58,6 +58,7 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
     log.info("prepare: %d file(s), %.1f MB → %s", len(files), total_bytes / 1e6, out_dir)
 
     workers = effective_workers(cfg, total_bytes)
+    cfg, minhash_choice = resolve_minhash(cfg, files)
     # One worker in this process: its processor is made here, once (with its decontamination
     # index, which can be large); worker processes and Dask workers each make their own.
     local = BatchProcessor(cfg) if workers == 1 and cfg.engine == "local" else None
@@ -172,10 +173,39 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
                                  "scheduler": cfg.scheduler, "batch_rows": cfg.batch_rows,
                                  # CPU of this (reading / writing) process alone: its ceiling on many cores
                                  "main_process_cpu_s": round(time.process_time() - cpu_started, 2)},
-                   "shards": shards},
+                   "shards": shards, "minhash": minhash_choice},
         )
     _print_summary(manifest, out_dir)
     return manifest
+
+
+AUTO_MINHASH_SAMPLE, AUTO_MINHASH_FILES, AUTO_MINHASH_SHORT = 1000, 4, 150
+
+
+def resolve_minhash(cfg: PrepareConfig, files: list[Path]) -> tuple[PrepareConfig, dict | None]:
+    """`dedup.minhash=auto` → numpy for short texts, rensa for long ones (see DedupConfig).
+    Both cost about the same per shingle, but rensa hands its signatures back as Python
+    lists (~16 µs a document), which dominates on posts of ~20 characters and vanishes on
+    stories of ~500 (bench_dedup). Decided from the first records of the first files, so
+    the choice depends on the inputs only: the same corpus gets the same signatures on any
+    number of workers or engines. Returns the config with the choice and what it rests on."""
+    if not cfg.dedup.near or cfg.dedup.minhash != "auto":
+        return cfg, None
+    lengths = []
+    for path in files[:AUTO_MINHASH_FILES]:
+        _, rows = read_file(path, cfg.read)
+        for i, r in enumerate(rows):
+            if i >= AUTO_MINHASH_SAMPLE:
+                break
+            if r.text:
+                lengths.append(len(r.text))
+    mean = sum(lengths) / len(lengths) if lengths else 0.0
+    chosen = "numpy" if mean < AUTO_MINHASH_SHORT else "rensa"
+    log.info("prepare: near-duplicate signatures by %s (dedup.minhash=auto: the first %d records average %.0f "
+             "characters; numpy below %d)", chosen, len(lengths), mean, AUTO_MINHASH_SHORT)
+    resolved = cfg.model_copy(update={"dedup": cfg.dedup.model_copy(update={"minhash": chosen})})
+    return resolved, {"auto": chosen, "sample_records": len(lengths), "mean_chars": round(mean, 1),
+                      "threshold_chars": AUTO_MINHASH_SHORT}
 
 
 def _write_duplicates(path: Path, cand, dups) -> None:
