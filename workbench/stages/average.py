@@ -350,6 +350,7 @@ def _write_finetune(cfg: AverageConfig, src: Path, manifest: dict, tmp: Path, wo
     report.update(scores=scores,
                   summary={f"{r}_{main}": s["average"] for r, s in scores.items()}
                   | {f"last_{r}_{main}": s["last"] for r, s in scores.items()},
-                  line="; ".join(f"{r} {main} {s['average']:.4f} vs last checkpoint {s['last']:.4f} ({s['delta']:+.4f}), "
-                                 f"finetune's pick {s['finetune_selected']}" for r, s in scores.items()))
+                  line="; ".join(f"{r} {main} {s['average']:.4f} vs last checkpoint {s['last']:.4f} ({s['delta']:+.4f})"
+                                 + (f", finetune's pick {s['finetune_selected']:.4f}"
+                                    if s["finetune_selected"] is not None else "") for r, s in scores.items()))
     return report

@@ -25,7 +25,9 @@ Tasks: classification (one label per text), pair (one label per text pair), mult
      (`seeds.runs`) and mean ± std of each scalar metric (`seeds.summary`).
 
 No Trainer checkpoints are written: the best weights are held in memory (a BERT-base is
-~0.4 GB), and a fine-tuning run is short enough to repeat rather than resume.
+~0.4 GB), and a fine-tuning run is short enough to repeat rather than resume. With
+`keep_snapshots: K` the weights after each of the last K evaluations (of the saved seed) are
+also written, to `snapshots/step-<N>.safetensors` in the output, for `workbench average`.
 """
 
 from __future__ import annotations
