@@ -152,15 +152,23 @@ def exchange_paths(a: str | Path, b: str | Path) -> bool:
     raise OSError(err, os.strerror(err), str(a), None, str(b))
 
 
+def sibling_temp_dir(final: str | Path) -> Path:
+    """A new, empty directory beside `final` named like its temp dirs
+    (`.<name>.tmp-<pid>-<id>`): if the process dies before it is removed, the next run of the
+    stage (or `workbench clean`) sweeps it as a leftover; the caller removes it otherwise."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    path = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    return path
+
+
 @contextlib.contextmanager
 def scratch_dir(final: str | Path) -> Iterator[Path]:
     """A work directory beside `final` named like its temp dirs (`.<name>.tmp-<pid>-<id>`),
     removed at the end; a killed run's is swept at the next start like any leftover (a
     directory in the system temp dir would stay there forever)."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    work = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    work.mkdir()
+    work = sibling_temp_dir(final)
     try:
         yield work
     finally:

@@ -36,14 +36,13 @@ import json
 import logging
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from workbench.config import FinetuneConfig
 from workbench.errors import InputError
-from workbench.manifest import atomic_output_dir, owns_output, scratch_dir, sha256_file, verify_model_dir, write_manifest
+from workbench.manifest import atomic_output_dir, owns_output, scratch_dir, sibling_temp_dir, sha256_file, verify_model_dir, write_manifest
 from workbench.tasks.encoder import EncoderOptions, parameter_counts, ship_modeling_file
 from workbench.tasks.encoder import freeze as freeze_encoder
 from workbench.tasks.heads import TaskSpec, add_lora, load_for_finetune, save_crf
@@ -427,11 +426,11 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
         # names and times, so they are left out of the reproducible output hashes).
         tb_keep = None
         if (Path(work) / "tensorboard").is_dir():
-            tb_keep = Path(tempfile.mkdtemp(prefix=".tb-", dir=Path(work).parent))
+            tb_keep = sibling_temp_dir(cfg.output_path())  # swept as a leftover if killed
             shutil.copytree(Path(work) / "tensorboard", tb_keep / "tensorboard")
         snap_keep = None
         if cfg.keep_snapshots:  # the saved seed's evaluation snapshots go with the output
-            snap_keep = Path(tempfile.mkdtemp(prefix=".snap-", dir=Path(work).parent))
+            snap_keep = sibling_temp_dir(cfg.output_path())
             shutil.move(str(Path(work) / f"seed-{chosen[1]['seed']}" / "snapshots"), str(snap_keep / "snapshots"))
     (model, crf), best_run = chosen
 
