@@ -87,3 +87,65 @@ def test_length_and_script_filters(text, kw, reason):
 def test_punct_to_ascii_for_google_vocab():
     assert clean("他说：“好的”——‘真的’…", punct_to_ascii=True)[0] == '他说："好的"--\'真的\'...'
     assert clean("他说：“好的”")[0] == "他说：“好的”"  # off by default
+
+
+def _reference_clean(c, text: str) -> str:
+    """The cleaning rules applied one after another with no shortcut: every regex on every
+    text, each character map in its own pass (what Cleaner.clean did before its trigger
+    tests and merged table)."""
+    from workbench.corpus import clean as cl
+
+    cfg = c.cfg
+    if c._invisible is not None:
+        text = text.replace("\r\n", "\n").replace("\r", "\n").translate(c._invisible)
+    if c._width is not None:
+        text = text.translate(c._width)
+    if cfg.punct_to_ascii:
+        text = text.translate(cl._PUNCT_TO_ASCII)
+    if cfg.pii.enabled:
+        text = c._scrub_emails(text)
+        text = cl.ID_CARD_RE.sub(c._id_card, text)
+        text = cl.PHONE_RE.sub(cfg.pii.phone, text)
+    if cfg.urls:
+        text = cl.URL_RE.sub(" ", text)
+    if cfg.reply_prefix:
+        text = cl.REPLY_RE.sub("", text)
+    if cfg.repost_chains == "drop":
+        m = cl.REPOST_MARK_RE.search(text)
+        text = text[: m.start()] if m else text
+    elif cfg.repost_chains == "keep_text":
+        text = cl.REPOST_MARK_RE.sub(" ", text)
+    if cfg.mentions:
+        text = cl.MENTION_RE.sub(" ", text)
+    if cfg.hashtags == "keep_text":
+        text = cl.HASHTAG_RE.sub(r" \1 ", text)
+    elif cfg.hashtags == "drop":
+        text = cl.HASHTAG_RE.sub(" ", text)
+    if cfg.emoji_codes:
+        text = cl.EMOJI_CODE_RE.sub("", text)
+    if cfg.whitespace:
+        text = cl._NEWLINES_RE.sub("\n", cl._SPACES_RE.sub(" ", text)).strip()
+    return text
+
+
+@pytest.mark.parametrize("overrides", [{}, {"punct_to_ascii": True, "hashtags": "drop", "repost_chains": "drop"},
+                                       {"repost_chains": "keep_text", "pii": {"enabled": True}}])
+def test_trigger_shortcuts_change_no_text(review_lines, overrides):
+    """Cleaner.clean skips a rule when its trigger character is absent and maps characters
+    in one merged table; on real reviews and on texts built to hit every rule (full-width
+    marks, www. links, 回复 / //@ chains, IDs and phones, curly quotes, CR LF) it gives what
+    applying every rule in turn gives."""
+    from workbench.config import CleanConfig
+    from workbench.corpus.clean import Cleaner
+
+    cases = list(review_lines) + [
+        "回复@小明_123: 你说得对！//@老王：转发微博 #今日话题# [哈哈] www.Example.com/a?b=1",
+        "ＡＢＣ１２３＠某人　你好“引号”——破折号…… https://t.cn/A6xyz 联系13812345678或 110101199003074578",
+        "行一\r\n行二\r行三\u200b\u00ad 邮箱 a.b@example.com  ＃全角话题＃ ［doge］ //＠某某 ：尾巴",
+        "身份证 11010119900307457X 电话 +86 138-1234-5678 订单 123456789012345678 [1] #一# #二#",
+        "", "   ", "@", "//", "#", "[", "回复", "1", "www.", "://",
+    ]
+    c = Cleaner(CleanConfig(**overrides))
+    ref = Cleaner(CleanConfig(**overrides))
+    for text in cases:
+        assert c.clean(text)[0] == _reference_clean(ref, text), text

@@ -42,6 +42,7 @@ EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 _EMAIL_RUN_RE = re.compile(r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]++@[A-Za-z0-9._%+\-@]*+")
 PHONE_RE = re.compile(r"(?<![\dA-Za-z])(?:\+?86[\- ]?)?1[3-9]\d(?:[\- ]?\d{4}){2}(?![\dA-Za-z])")
 ID_CARD_RE = re.compile(r"(?<![\dA-Za-z])[1-9]\d{5}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[\dXx](?![\dA-Za-z])")
+_DIGIT_1_9_RE = re.compile(r"[1-9]")
 _SPACES_RE = re.compile(r"[^\S\n]+")
 _NEWLINES_RE = re.compile(r"\s*\n\s*")
 _CJK_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
@@ -96,6 +97,18 @@ class Cleaner:
         self.counts: Counter[str] = Counter()
         self._width = _fullwidth_table(cfg.fullwidth) if cfg.fullwidth != "off" else None
         self._invisible = _invisible_table() if cfg.control_chars else None
+        # The three character maps in one table, one str.translate pass (each pass costs ~4 us
+        # on a post): invisible characters are deleted first, then full width → half width,
+        # then curly quotes / dashes → ASCII. None of the maps produces a character another
+        # one changes, so the merged table is their composition.
+        table: dict = {}
+        if cfg.punct_to_ascii:
+            table.update(_PUNCT_TO_ASCII)
+        if self._width is not None:
+            table.update(self._width)
+        if self._invisible is not None:
+            table.update(self._invisible)
+        self._table = table or None
         self._t2s = None
         if cfg.traditional_to_simplified:
             import opencc  # the C++ OpenCC binding; only needed when switched on
@@ -151,35 +164,38 @@ class Cleaner:
         if c.max_chars is not None and len(text) > 4 * c.max_chars and self._surely_too_long(text):
             return text, "too_long"  # the same verdict the full cleaning would reach, without it
         if self._invisible is not None:
-            text = text.replace("\r\n", "\n").replace("\r", "\n").translate(self._invisible)
-        if self._width is not None:
-            text = text.translate(self._width)
-        if c.punct_to_ascii:
-            text = text.translate(_PUNCT_TO_ASCII)
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        if self._table is not None:
+            text = text.translate(self._table)
         if self._t2s is not None:
             text = self._t2s.convert(text)
+        # Each rule below runs only when the text holds the character its pattern cannot match
+        # without (a substring test is ~50x cheaper than a regex pass on a short post); the
+        # result is the same, pattern by pattern.
         if c.pii.enabled:
-            text = self._scrub_emails(text)
-            text = ID_CARD_RE.sub(self._id_card, text)
-            text = self._sub("pii_phone", PHONE_RE, c.pii.phone, text)
-        if c.urls:
+            if "@" in text:
+                text = self._scrub_emails(text)
+            if _DIGIT_1_9_RE.search(text):  # both patterns hold an ASCII 1-9
+                text = ID_CARD_RE.sub(self._id_card, text)
+                if "1" in text:
+                    text = self._sub("pii_phone", PHONE_RE, c.pii.phone, text)
+        if c.urls and ("://" in text or "." in text):
             text = self._sub("urls", URL_RE, " ", text)
-        if c.reply_prefix:
+        at = "@" in text or "＠" in text  # mentions, replies and repost markers all hold one
+        if c.reply_prefix and at and "回复" in text:
             text = self._sub("reply_prefix", REPLY_RE, "", text)
         if c.repost_chains == "drop":
-            m = REPOST_MARK_RE.search(text)
+            m = REPOST_MARK_RE.search(text) if at and "//" in text else None
             if m:
                 self.counts["repost_chains"] += 1
                 text = text[: m.start()]
-        elif c.repost_chains == "keep_text":
+        elif c.repost_chains == "keep_text" and at and "//" in text:
             text = self._sub("repost_chains", REPOST_MARK_RE, " ", text)
-        if c.mentions:
+        if c.mentions and ("@" in text or "＠" in text):
             text = self._sub("mentions", MENTION_RE, " ", text)
-        if c.hashtags == "keep_text":
-            text = self._sub("hashtags", HASHTAG_RE, r" \1 ", text)
-        elif c.hashtags == "drop":
-            text = self._sub("hashtags", HASHTAG_RE, " ", text)
-        if c.emoji_codes:
+        if c.hashtags != "off" and ("#" in text or "＃" in text):
+            text = self._sub("hashtags", HASHTAG_RE, r" \1 " if c.hashtags == "keep_text" else " ", text)
+        if c.emoji_codes and "[" in text:
             text = self._sub("emoji_codes", EMOJI_CODE_RE, "", text)
         if c.unicode_emoji == "drop":
             new = self._emoji.replace_emoji(text, "")
