@@ -250,3 +250,12 @@ def test_auto_minhash_follows_the_texts_and_says_so(tmp_path, review_lines):
         assert (tmp_path / f"auto-{path.stem}" / "duplicates.jsonl").read_bytes() == \
             (tmp_path / f"explicit-{path.stem}" / "duplicates.jsonl").read_bytes()
         assert auto["counts"] == explicit["counts"]
+
+
+@pytest.mark.parametrize("valid,test", [(0.1, 0.1), (0.02, 0.0), (0.5, 0.5), (1.0, 0.0), (0.0, 1.0), (0.0, 0.0)])
+def test_batched_split_is_the_per_document_split(review_lines, valid, test):
+    from workbench.corpus.split import split_index, split_indices
+
+    texts = review_lines + ["", "a", "同一句话"]
+    for seed in (0, 7, -3):
+        assert split_indices(texts, seed, valid, test) == [split_index(t, seed, valid, test) for t in texts]

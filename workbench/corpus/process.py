@@ -28,7 +28,7 @@ import pyarrow as pa
 from workbench.config import PrepareConfig
 from workbench.corpus.clean import Cleaner
 from workbench.corpus.dedup import Fingerprinter
-from workbench.corpus.split import split_index
+from workbench.corpus.split import split_indices
 
 EXCERPT_CHARS = 80
 
@@ -126,9 +126,9 @@ class BatchProcessor:
             cols["row"].append(row)
             cols["line"].append(line)
             cols["file_idx"].append(batch.file_idx)
-            cols["split"].append(split_index(text, cfg.seed, cfg.split.valid_fraction, cfg.split.test_fraction))
             for k, v in zip(keep, kept):
                 cols[k].append(keep_value(v))
+        cols["split"] = split_indices(cols["text"], cfg.seed, cfg.split.valid_fraction, cfg.split.test_fraction)
         exact, sig, bands = self.fingerprinter.batch(cols["text"])
         return BatchResult(batch.file_idx, len(batch.rows), rejects, reasons,
                            pa.RecordBatch.from_pydict(cols, schema=self.schema), exact, sig, bands,

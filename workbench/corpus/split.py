@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
+
 SPLITS = ("train", "valid", "test")
 
 
@@ -29,3 +31,27 @@ def split_index(text: str, seed: int, valid_fraction: float, test_fraction: floa
     if u < valid_fraction + test_fraction or valid_fraction + test_fraction >= 1.0 - 1e-9:
         return 2
     return 0
+
+
+def split_indices(texts: list[str], seed: int, valid_fraction: float, test_fraction: float,
+                  purpose: str = "prepare") -> list[int]:
+    """``split_index`` of every text, the same values, for a batch: the keyed hash state is
+    made once and copied per text (a keyed blake2b init costs a compression of the key
+    block), and the thresholds are compared in numpy."""
+    key = seed.to_bytes(8, "little", signed=True) + purpose.encode("utf-8")[:56]
+    base = hashlib.blake2b(digest_size=8, key=key)
+
+    def digest(text: str) -> bytes:
+        h = base.copy()
+        h.update(text.encode("utf-8"))
+        return h.digest()
+
+    u = np.frombuffer(b"".join(map(digest, texts)), dtype="<u8").astype(np.float64) / 2.0**64
+    out = np.zeros(len(texts), dtype=np.int64)
+    if valid_fraction >= 1.0 - 1e-9:
+        out[:] = 1
+        return out.tolist()
+    out[u < valid_fraction] = 1
+    all_held_out = valid_fraction + test_fraction >= 1.0 - 1e-9
+    out[(u >= valid_fraction) & ((u < valid_fraction + test_fraction) | all_held_out)] = 2
+    return out.tolist()
