@@ -13,7 +13,9 @@ run resumes where it stopped; a finished step is reused when its settings are un
                    hard labels only: the effect of the soft targets alone;
        base-2L     `workbench finetune` of the PRETRAINED base cut to its layers 1 and 3 (no
                    fine-tuned teacher anywhere): what a user gets without distillation;
-  4. teacher vs student accuracy, parameters, bytes on disk, CPU latency at batch 1 and 32:
+  4. checkpoint averaging: the teacher's run repeated with keep_snapshots=5 (valid every 21
+     steps), `workbench average` of its last 5 snapshots vs the last one;
+  5. teacher vs student accuracy, parameters, bytes on disk, CPU latency at batch 1 and 32:
      measured inside each distil run (medians of interleaved repeats, 1 thread), reported as
      the median over the seeds' runs, with the teacher/student speed-up measured in the same run.
 
@@ -140,6 +142,15 @@ def main() -> None:
         arms["base_2L"][seed] = step("finetune", work / f"base_2L-s{seed}", [
             f"model={small_base}", *data, *common, "truncation=head_tail", "head_tokens=32", f"seed={seed}"], log)
 
+    # ---------------------------------------------------------------- checkpoint averaging
+    # The teacher's run again (same settings and seed, so the same training) with valid scored
+    # every 21 steps and the last 5 snapshots kept, then `workbench average` of those 5.
+    snap_dir, avg_dir = work / "teacher-snapshots", work / "teacher-average"
+    step("finetune", snap_dir, [f"model={base}", *data, *common, f"epochs={args.teacher_epochs}",
+                                "truncation=head_tail", "head_tokens=32", "seed=1", "eval_steps=21",
+                                "keep_snapshots=5"], log)
+    averaged = step("average", avg_dir, [f"input={snap_dir}", "last=5"], log, upstream=snap_dir)
+
     # ---------------------------------------------------------------- aggregate
     acc = {arm: {split: ms([runs[s][split]["accuracy"] for s in seeds]) for split in ("valid", "test")}
            for arm, runs in arms.items()}
@@ -175,9 +186,12 @@ def main() -> None:
         "accuracy": acc,
         "paired_test_difference": paired,
         "latency_cpu_1_thread": latency,
+        "average": {"source": "the teacher's run with eval_steps=21 and keep_snapshots=5 (same training)",
+                    "checkpoints": averaged["checkpoints"], "scores": averaged["scores"]},
         # compute time of every stage run (their manifests), so a resumed benchmark reports the whole
         "wall_s": round(sum(json.loads((out / "manifest.json").read_text())["wall_time_s"]
-                            for out in [teacher_dir, *(work / f"{arm}-s{s}" for arm in arms for s in seeds)]), 1),
+                            for out in [teacher_dir, *(work / f"{arm}-s{s}" for arm in arms for s in seeds),
+                                        snap_dir, avg_dir]), 1),
     }
     (RESULTS / "distil.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     md = render(result)
@@ -245,6 +259,17 @@ def render(r: dict) -> str:
             + ", ".join(f"{100 * v:.1f}" for v in t["valid_history"]) + "). The effect "
             "of the soft targets alone is the distil vs labels-only row; the base-cut row shows what starting from "
             "the teacher is worth.", ""]
+    av = r["average"]
+    lines += [
+        "Checkpoint averaging (`workbench average`, deliverable 1) on the teacher's run: trained again with the same "
+        "settings and seed, valid scored every 21 steps and the last 5 snapshots kept (`keep_snapshots=5`); the mean "
+        f"of {', '.join(av['checkpoints'])} against the last snapshot and finetune's own best-valid pick (one seed):",
+        "",
+        "| split | average of 5 % | last snapshot % | finetune's pick % |",
+        "|---|---|---|---|",
+        *[f"| {split} | {100 * v['average']:.2f} | {100 * v['last']:.2f} | {100 * v['finetune_selected']:.2f} |"
+          for split, v in av["scores"].items()],
+        ""]
     return "\n".join(lines)
 
 
