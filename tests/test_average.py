@@ -168,6 +168,10 @@ def test_finetune_snapshots_end_to_end(review_data, tmp_path, cli):
     rows = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text(encoding="utf-8").splitlines()]
     gold = [line.split("\t")[0] for line in (d / "test.tsv").read_text(encoding="utf-8").splitlines()[1:]]
     assert sum(r["label"] == g for r, g in zip(rows, gold)) / 50 == pytest.approx(m["test"]["accuracy"])
+    # export hands the average over like any task model
+    code, _, err = cli("export", f"input={tmp_path / 'avg'}", f"output={tmp_path / 'export'}")
+    assert code == 0, err
+    assert json.loads((tmp_path / "export" / "manifest.json").read_text(encoding="utf-8"))["task"] == "classification"
     # without snapshots: the error says how to get them
     finetune.run(_stage_cfg("finetune", *args, "max_steps=3", f"output={tmp_path / 'plain'}"))
     with pytest.raises(StageInputError, match="keep_snapshots=3"):

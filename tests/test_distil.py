@@ -166,6 +166,14 @@ def test_classification_distil_end_to_end(cli, teacher, tmp_path):
     assert code == 0, err
     ev = json.loads((tmp_path / "eval" / "metrics.json").read_text(encoding="utf-8"))
     assert ev["accuracy"] == pytest.approx(m["test"]["accuracy"])
+    # and export hands it over: plain transformers labels the test texts as predict did
+    code, _, err = cli("export", f"input={out}", f"output={tmp_path / 'export'}")
+    assert code == 0, err
+    from transformers import pipeline
+
+    texts = [line.split("\t")[1] for line in (d / "test.tsv").read_text(encoding="utf-8").splitlines()[1:]]
+    clf = pipeline("text-classification", model=str(tmp_path / "export"), device="cpu")
+    assert [p["label"] for p in clf(texts, truncation=True)] == [r["label"] for r in rows]
 
 
 def test_alpha_zero_is_the_no_teacher_student(teacher, tmp_path):

@@ -34,7 +34,9 @@ import time
 from typing import Any
 
 from workbench.config import ExportConfig
-from workbench.manifest import MANIFEST, atomic_output_dir, owns_output, require_stage_output, write_manifest
+from workbench.errors import StageInputError
+from workbench.manifest import (MANIFEST, atomic_output_dir, owns_output, read_manifest, require_stage_output,
+                                write_manifest)
 from workbench.report.model_card import model_card
 from workbench.tasks.crf_export import package_tagging_export
 from workbench.tasks.encoder import is_workbench_model
@@ -70,7 +72,13 @@ def run(cfg: ExportConfig) -> dict[str, Any]:
         from workbench.pretrained_export import export_pretrained
 
         return export_pretrained(cfg, src, cfg.output_path())
-    upstream = require_stage_output(src, "finetune", needed_by="export")  # files match the manifest
+    if cfg.input_stage() == "average" and (read_manifest(src) or {}).get("source_stage") == "pretrain":
+        raise StageInputError(f"export: {src} is an average of pretrain checkpoints; the pretrained-model export "
+                              "reads its corpus, budget and held-out losses from a pretrain manifest, which an "
+                              "average does not have.\n  fix: export the pretrain output itself, or fine-tune from "
+                              f"{src} and export that")
+    # A task model: a finetune output, a distilled student, or an average of finetune snapshots.
+    upstream = require_stage_output(src, ("finetune", "distil", "average"), needed_by="export")
     # The weights must load completely for the task's head, with the tokenizer, before the
     # export is announced as loadable (a random head would be served silently otherwise).
     model, _crf, tok, spec = load_task_model(src, needed_by="export")
