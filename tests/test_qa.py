@@ -465,3 +465,29 @@ def test_cmrc2018_files_read_and_windows_hold_the_answers(shared_data, tmp_path)
             differ += (cs, ce) != (s, e)  # a space at an answer's end, a word cut by the answer: counted
             assert max(cs, s) < min(ce, e)
     assert differ == stats.inexact and stats.answer_windows > len(trial)
+
+
+@pytest.mark.parametrize("option", [["lora.r=4", "lora.target_modules=[query,value]"], ["freeze_layers=1"],
+                                    ["freeze_encoder=true"]])
+def test_qa_with_lora_or_frozen_layers_saves_a_plain_model(qa_run, tmp_path, option):
+    """LoRA (merged) and top-k / frozen encoders train the QA head and save a stock
+    BertForQuestionAnswering that loads completely; frozen weights are the base's."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForQuestionAnswering
+
+    from workbench.cli import main
+
+    d = qa_run
+    assert main(["finetune", "task=qa", f"model={d / 'base'}", f"train={d / 'train.json'}", f"valid={d / 'valid.json'}",
+                 f"output={tmp_path / 'ft'}", "epochs=1", *FAST, *option]) == 0
+    model, info = AutoModelForQuestionAnswering.from_pretrained(tmp_path / "ft", output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    base = load_file(str(d / "base" / "model.safetensors"))
+    tuned = load_file(str(tmp_path / "ft" / "model.safetensors"))
+    emb = "bert.embeddings.word_embeddings.weight"
+    layer0 = "bert.encoder.layer.0.attention.self.query.weight"
+    assert torch.equal(base[emb], tuned[emb])  # embeddings never train in these modes
+    assert torch.equal(base[layer0], tuned[layer0]) == (option != ["lora.r=4", "lora.target_modules=[query,value]"])
+    metrics = json.loads((tmp_path / "ft" / "metrics.json").read_text(encoding="utf-8"))
+    assert 0.0 <= metrics["valid"]["f1"] <= 1.0
