@@ -127,7 +127,9 @@ def summarise(cells: list[dict], meta: dict) -> tuple[str, dict]:
         table[task] = rows
     complete = all(len(table.get(t, {})) == sum((t, v) not in NOT_APPLICABLE for v in VARIANTS)
                    and all(r["n"] >= 3 for r in table[t].values()) for t in TASKS)
-    lines = [f"# Fine-tuning variants{'' if complete else ' (PARTIAL: cells below 3 seeds or missing are marked)'}", "",
+    total = sum(c.get("wall_s", 0) for c in cells)
+    lines = [f"# Fine-tuning variants: ChnSentiCorp and MSRA NER (CMRC 2018 not run)"
+             f"{'' if complete else ' (PARTIAL: cells below 3 seeds or missing are marked)'}", "",
              f"Base: `{meta['base']}` ({meta['base_desc']}); {meta['steps']} optimizer steps x batch 32 per run, "
              f"max_length {meta['max_length']}, on {meta['machine']}; {meta['date']}.",
              "Test metric mean ± sample std over seeds; ratio = mean / full fine-tune's mean (same run); "
@@ -135,7 +137,8 @@ def summarise(cells: list[dict], meta: dict) -> tuple[str, dict]:
              "2 CPU cores shared with other jobs, so wall times are indicative only.",
              "ChnSentiCorp: full train file (steps x 32 reviews seen), valid 400 of dev (seeded), full test (1,200). "
              "MSRA NER: full train file, its test file split once (seeded) into 500 valid / 1,000 test sentences; "
-             "softmax tagger (no CRF), BIO. CMRC 2018 (task=qa): not run here.", ""]
+             "softmax tagger (no CRF), BIO. CMRC 2018 (task=qa): not run here.",
+             f"{len([c for c in cells if 'error' not in c])} runs, {total / 60:.0f} min of wall time in all.", ""]
     for task, title in (("chnsenticorp", "ChnSentiCorp test accuracy"), ("msra", "MSRA NER test entity F1")):
         lines += [f"## {title}", "", "| variant | seeds | test | ratio vs full | valid | trainable params | lr | wall s |",
                   "|---|---|---|---|---|---|---|---|"]
