@@ -114,8 +114,9 @@ def _check_seed_runs(m: dict, seeds: list[int], main: str, scalars: tuple[str, .
     runs = s["runs"]
     assert [r["seed"] for r in runs] == seeds
     for r in runs:
-        assert set(r) == {"seed", "best_step", "best_epoch", "steps", "wall_s", "valid", "test"}
+        assert set(r) == {"seed", "best_step", "best_epoch", "steps", "wall_s", "valid", "test", "parameters"}
         assert r["wall_s"] > 0 and 0 < r["best_step"] <= r["steps"]
+        assert 0 < r["parameters"]["trainable"] <= r["parameters"]["total"]
         hist = m["history"][str(r["seed"])]
         assert r["best_step"] in [h["step"] for h in hist] and r["steps"] == hist[-1]["step"]
         for split in ("valid", "test"):
