@@ -451,6 +451,22 @@ def test_stitch_prefers_the_window_where_the_token_is_central(tokenizer):
     assert [t[2:] for t in tags] == owners
 
 
+def test_stitch_when_tokens_share_a_character():
+    """A folding tokenizer turns one character into several tokens (… → '.', '.', '.', all
+    with offsets (2, 3)): entities on neighbouring tokens claim the same character. Stitching
+    gives it to the earlier one instead of failing on overlapping spans (seen on MSRA text
+    with runs/base/pretrain's tokenizer)."""
+    from workbench.tasks.windows import CharEncoding, Window
+
+    enc = CharEncoding("北京…上海", [1, 2, 3, 3, 3, 4, 5],
+                       [(0, 1), (1, 2), (2, 3), (2, 3), (2, 3), (3, 4), (4, 5)])
+    window = Window(0, 0, 7, [0] * 9, None)
+    tags = ["B-LOC", "I-LOC", "I-LOC", "B-ORG", "B-PER", "B-LOC", "I-LOC"]
+    out = stitch_tags(enc, [window], [tags], "bio")
+    assert out == ["B-LOC", "I-LOC", "I-LOC", "B-LOC", "I-LOC"]
+    assert tags_to_spans(out, "bio")[0] == [(0, 3, "LOC"), (3, 5, "LOC")]  # ORG and PER had no character left
+
+
 def test_classification_truncation(tokenizer):
     a = list(range(10))
     assert truncate_pair(a, None, 4) == ([0, 1, 2, 3], None)

@@ -176,7 +176,16 @@ def stitch_tags(enc: CharEncoding, windows: Sequence[Window], window_tags: Seque
     if missing:
         raise ValueError(f"tokens {missing[:5]} are in no window; pass all windows of the text")
     tok_spans, _ = tags_to_spans(best_tag, scheme)  # model output may be invalid: repaired
-    char_spans = [(enc.token_chars[s][0], enc.token_chars[e - 1][1], t) for s, e, t in tok_spans]
+    # Tokens disjoint in token space can share a character: a folding tokenizer turns one
+    # character into several tokens (… → three '.' tokens, each with offsets (k, k+1)), so two
+    # entities on neighbouring tokens can both claim character k. A character carries one
+    # tag: the earlier entity keeps it; a later one starts after it, or goes if nothing is left.
+    char_spans, end = [], 0
+    for s, e, t in tok_spans:
+        a, b = max(enc.token_chars[s][0], end), enc.token_chars[e - 1][1]
+        if a < b:
+            char_spans.append((a, b, t))
+            end = b
     return spans_to_tags(char_spans, len(enc.text), scheme)
 
 
