@@ -23,7 +23,7 @@ class PredictConfig(Section):
     text_pair_column: str = "text_b"
     """pair models: the second text's column (tsv/csv/jsonl), or the part after a tab (txt)."""
     top_k: int = 3
-    """classification/pair: how many labels with scores to list per text."""
+    """classification/pair: how many labels with scores to list per text; qa: how many answers (n-best) per question."""
     batch_size: int = 64
     """Texts (tagging: windows) per forward pass."""
     threshold: float | None = None

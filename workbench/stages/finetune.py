@@ -393,8 +393,9 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
                     "them; clean the text the way the pretraining corpus was cleaned, or extend the vocabulary "
                     "(workbench extend-vocab)", 100 * train_length["unk"]["unk_rate"],
                     ", ".join(f"{t!r} x{c}" for t, c in train_length["unk"]["top_unk"][:5]))
-    log.info("finetune: %s, %d train / %d valid / %s test records, %d labels, %d train inputs, model %s",
-             cfg.task, len(train), len(valid), len(test) if test is not None else "no", len(lm), len(feats), cfg.model)
+    log.info("finetune: %s, %d train / %d valid / %s test records, %s, %d train inputs, model %s",
+             cfg.task, len(train), len(valid), len(test) if test is not None else "no",
+             "answer spans" if cfg.task == "qa" else f"{len(lm)} labels", len(feats), cfg.model)
 
     # 3. Train once per seed; keep the model of the best seed.
     from workbench.tasks.inference import evaluate_records
