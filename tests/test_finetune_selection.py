@@ -18,6 +18,7 @@ import pytest
 from finetune_fixtures import (  # noqa: F401
     ner_sentences,
     one_thread,
+    review_splits,
     reviews,
     tiny_model,
     write_conll,
@@ -32,10 +33,7 @@ FAST = ["lr=5e-3", "logging_steps=1000", "eval_batch_size=64", "max_length=48"]
 @pytest.fixture(scope="module")
 def review_data(tmp_path_factory):
     d = tmp_path_factory.mktemp("reviews")
-    rows = reviews(150)
-    write_tsv(d / "train.tsv", rows[:200])  # batch 16: 13 steps per epoch; batch 4: 50
-    write_tsv(d / "valid.tsv", rows[200:250])
-    write_tsv(d / "test.tsv", rows[250:300])
+    rows = review_splits(d)  # train: batch 16 → 13 steps per epoch; batch 4: 50
     tiny_model(d / "base", [t for _, t in rows])
     return d
 

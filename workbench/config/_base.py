@@ -1,26 +1,7 @@
-"""Shared pieces of the typed configs; the loading, the registry of commands and
-the docs generator are in workbench/config/__init__.py, one module per stage beside it.
-
-Typed configs: one model per stage, YAML files, dotted ``key=value`` overrides.
-
-A config file holds shared keys (``run``, ``seed``) and one section per stage::
-
-    # workbench prepare --config configs/demo.yaml
-    run: runs/demo
-    prepare:
-      input: [corpora/demo/peoples_daily.txt]
-      clean: {min_chars: 5}
-
-``load_stage_config("prepare", path, ["clean.urls=false"])`` merges the shared keys into
-the ``prepare`` section, applies the overrides and validates. Every problem found
-(unknown key, wrong type, contradictory options) is collected and raised as ONE
-``ConfigError`` so the user fixes them all in one go.
-
-The models are pydantic ``BaseModel`` classes (typed dataclasses that validate and
-collect all errors at once; pydantic is already required by deepspeed). Field docs are
-attribute docstrings, so ``workbench <stage> --help`` and the README reference are made
-from the code itself.
-"""
+"""Shared pieces of the typed configs: ``Section`` (a block of options with cross-field
+checks), ``StageConfig`` (the keys every stage has) and size parsing. How configs are
+loaded, the registry of commands and the docs generator: workbench/config/__init__.py;
+each stage's models: workbench/config/<stage>.py."""
 
 from __future__ import annotations
 

@@ -399,25 +399,20 @@ def load_deepspeed_fp32(checkpoint: Path, model) -> None:
                               "the number of processes that wrote it, or pass resume=false")
 
 
+@contextlib.contextmanager
 def _skip_engine_load():
-    """Context manager: HF Trainer's DeepSpeed resume (``deepspeed_load_checkpoint``) would
-    load the partitioned optimizer states and fail; the weights are already in the model
-    (``deepspeed_weights_for_new_world``), so it is skipped for this one train() call. The
-    scheduler, RNG and trainer state are still loaded by Trainer from the checkpoint."""
-    import contextlib
-
+    """HF Trainer's DeepSpeed resume (``deepspeed_load_checkpoint``) would load the
+    partitioned optimizer states and fail; the weights are already in the model
+    (``load_deepspeed_fp32``), so it is skipped for this one train() call. The scheduler,
+    RNG and trainer state are still loaded by Trainer from the checkpoint."""
     import transformers.trainer as hf_trainer
 
-    @contextlib.contextmanager
-    def patched():
-        original = hf_trainer.deepspeed_load_checkpoint
-        hf_trainer.deepspeed_load_checkpoint = lambda *a, **k: None
-        try:
-            yield
-        finally:
-            hf_trainer.deepspeed_load_checkpoint = original
-
-    return patched()
+    original = hf_trainer.deepspeed_load_checkpoint
+    hf_trainer.deepspeed_load_checkpoint = lambda *a, **k: None
+    try:
+        yield
+    finally:
+        hf_trainer.deepspeed_load_checkpoint = original
 
 
 def check_pair_objective(objective: str, pairs: str, in_dir) -> None:

@@ -138,6 +138,15 @@ class BertWorkbenchPreTrainedModel(BertPreTrainedModel):
     config_class = BertWorkbenchConfig
     config: BertWorkbenchConfig
 
+    def _build_encoder(self, config: BertWorkbenchConfig, *, pooler: bool) -> None:
+        """`self.bert` with its adapters, and `self.layer_mix` when the config mixes layers
+        (the attribute names are the checkpoint's key prefixes)."""
+        self.num_labels = config.num_labels
+        self.bert = BertModel(config, add_pooling_layer=pooler)
+        install_adapters(self.bert, config)
+        if config.layer_mix:
+            self.layer_mix = ScalarMix(config.num_hidden_layers + 1)
+
     def _init_weights(self, module):
         super()._init_weights(module)
         if isinstance(module, ScalarMix):
@@ -188,11 +197,7 @@ class BertWorkbenchForSequenceClassification(BertWorkbenchPreTrainedModel):
 
     def __init__(self, config: BertWorkbenchConfig):
         super().__init__(config)
-        self.num_labels = config.num_labels
-        self.bert = BertModel(config, add_pooling_layer=config.pooling == "cls" and not config.layer_mix)
-        install_adapters(self.bert, config)
-        if config.layer_mix:
-            self.layer_mix = ScalarMix(config.num_hidden_layers + 1)
+        self._build_encoder(config, pooler=config.pooling == "cls" and not config.layer_mix)
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
@@ -222,11 +227,7 @@ class BertWorkbenchForTokenClassification(BertWorkbenchPreTrainedModel):
 
     def __init__(self, config: BertWorkbenchConfig):
         super().__init__(config)
-        self.num_labels = config.num_labels
-        self.bert = BertModel(config, add_pooling_layer=False)
-        install_adapters(self.bert, config)
-        if config.layer_mix:
-            self.layer_mix = ScalarMix(config.num_hidden_layers + 1)
+        self._build_encoder(config, pooler=False)
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
@@ -247,11 +248,7 @@ class BertWorkbenchForQuestionAnswering(BertWorkbenchPreTrainedModel):
 
     def __init__(self, config: BertWorkbenchConfig):
         super().__init__(config)
-        self.num_labels = config.num_labels
-        self.bert = BertModel(config, add_pooling_layer=False)
-        install_adapters(self.bert, config)
-        if config.layer_mix:
-            self.layer_mix = ScalarMix(config.num_hidden_layers + 1)
+        self._build_encoder(config, pooler=False)
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
         self.post_init()
 

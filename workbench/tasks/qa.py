@@ -458,7 +458,9 @@ def train_features(records: Sequence[QARecord], tokenizer, *, max_length: int, d
 
 
 def collate(features: Sequence[dict], pad_id: int = 0) -> dict:
-    """Right-padded tensors of QA features (start/end_positions when present)."""
+    """Right-padded tensors of QA features (start/end_positions when present). Not
+    tasks.inference.pad_batch: this module ships as the export's qa_inference.py, which must
+    not import zh-workbench (package_qa_export)."""
     import torch
 
     width = max(len(f["input_ids"]) for f in features)
