@@ -15,6 +15,7 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
 from conftest import build_char_vocab_model
 from finetune_fixtures import ner_sentences, one_thread, read_jsonl, tiny_model  # noqa: F401 (autouse)
@@ -285,7 +286,13 @@ def test_config_problems():
     assert "test are both set" in msg and "max_answer_length" in msg and "qa.doc_stride" in msg
     with pytest.raises(ConfigError) as e:
         load_stage_config("finetune", None, [*base, "task=qa", "pooling=mean", "loss=focal"])
-    assert "pooling / layer_mix / adapter" in str(e.value) and "class_weights / loss=focal" in str(e.value)
+    assert "class_weights / loss=focal" in str(e.value)
+    # pooling is the one encoder option qa refuses, and the message says why and what works
+    assert ("pooling: mean makes one vector per text, but task=qa's span head scores a start and an end on every "
+            "token") in str(e.value) and "layer_mix, adapters, freeze_encoder, freeze_layers and lora" in str(e.value)
+    for opts in (["layer_mix=true", "freeze_encoder=true"], ["adapter.kind=houlsby"], ["adapter.kind=pfeiffer",
+                 "freeze_layers=1"], ["lora.r=8", "layer_mix=true"], ["freeze_layers=2"]):
+        load_stage_config("finetune", None, [*base, "task=qa", *opts])  # accepted
     with pytest.raises(ConfigError, match="qa.\\*: only for task=qa"):
         load_stage_config("finetune", None, [*base, "qa.max_answer_length=10"])
     cfg = load_stage_config("finetune", None, [*base, "task=qa", "metric=em"])
@@ -467,27 +474,152 @@ def test_cmrc2018_files_read_and_windows_hold_the_answers(shared_data, tmp_path)
     assert differ == stats.inexact and stats.answer_windows > len(trial)
 
 
-@pytest.mark.parametrize("option", [["lora.r=4", "lora.target_modules=[query,value]"], ["freeze_layers=1"],
-                                    ["freeze_encoder=true"]])
-def test_qa_with_lora_or_frozen_layers_saves_a_plain_model(qa_run, tmp_path, option):
-    """LoRA (merged) and top-k / frozen encoders train the QA head and save a stock
-    BertForQuestionAnswering that loads completely; frozen weights are the base's."""
-    import torch
-    from safetensors.torch import load_file
-    from transformers import AutoModelForQuestionAnswering
+# --------------------------------------------------------------------------- encoder options
+QA_OPTIONS = {
+    "frozen": ["freeze_encoder=true"],
+    "top1": ["freeze_layers=1"],
+    "lora": ["lora.r=4", "lora.target_modules=[query,value]"],
+    "mix": ["layer_mix=true"],
+    "mix_frozen": ["layer_mix=true", "freeze_encoder=true"],
+    "houlsby": ["adapter.kind=houlsby", "adapter.reduction=4"],
+    "pfeiffer": ["adapter.kind=pfeiffer", "adapter.reduction=4", "freeze_layers=1"],
+    "lora_mix": ["lora.r=4", "layer_mix=true"],
+}
+STOCK_QA = {"frozen", "top1", "lora"}  # a stock BertForQuestionAnswering; the rest bert_workbench
 
+
+@pytest.fixture(scope="module")
+def qa_options(qa_run):
+    """Every encoder option trained (1 epoch), exported and run by `workbench predict` on
+    valid.json; then ONE fresh process where zh-workbench cannot be imported loads every export
+    with plain transformers and with the export's own qa_inference.py."""
     from workbench.cli import main
 
     d = qa_run
-    assert main(["finetune", "task=qa", f"model={d / 'base'}", f"train={d / 'train.json'}", f"valid={d / 'valid.json'}",
-                 f"output={tmp_path / 'ft'}", "epochs=1", *FAST, *option]) == 0
-    model, info = AutoModelForQuestionAnswering.from_pretrained(tmp_path / "ft", output_loading_info=True)
-    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    for name, opts in QA_OPTIONS.items():
+        assert main(["finetune", "task=qa", f"model={d / 'base'}", f"train={d / 'train.json'}",
+                     f"valid={d / 'valid.json'}", f"output={d / ('ft-' + name)}", "epochs=1", *FAST, *opts]) == 0, name
+        assert main(["export", f"input={d / ('ft-' + name)}", f"output={d / ('ex-' + name)}"]) == 0, name
+        assert main(["predict", f"model={d / ('ex-' + name)}", f"input={d / 'valid.json'}",
+                     f"output={d / ('p-' + name + '.jsonl')}"]) == 0, name
+    valid = json.loads((d / "valid.json").read_text(encoding="utf-8"))
+    pairs = [[q["question"], p["context"]] for a in valid["data"] for p in a["paragraphs"] for q in p["qas"]]
+    (d / "pairs.json").write_text(json.dumps(pairs, ensure_ascii=False), encoding="utf-8")
+    code = f"""
+        import importlib.util, json, sys
+        sys.modules["workbench"] = None  # plain transformers: zh-workbench cannot be imported here
+        from transformers import AutoModelForQuestionAnswering
+        d = {str(d)!r}
+        pairs = json.load(open(d + "/pairs.json", encoding="utf-8"))
+        out = {{}}
+        for name in {sorted(QA_OPTIONS)!r}:
+            path = d + "/ex-" + name
+            try:  # without trust_remote_code: a stock model loads completely, bert_workbench is refused
+                _, info = AutoModelForQuestionAnswering.from_pretrained(path, output_loading_info=True)
+                out[name + ":plain"] = "loaded" if not any(info.values()) else repr(info)
+            except Exception as e:
+                out[name + ":plain"] = type(e).__name__ + ": " + str(e)
+            spec = importlib.util.spec_from_file_location("qa_inference_" + name, path + "/qa_inference.py")
+            module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # (dataclasses look it up)
+            spec.loader.exec_module(module)
+            qa = module.QuestionAnswerer(path)
+            rows = qa([q for q, _ in pairs], [c for _, c in pairs])
+            out[name] = {{"class": type(qa.model).__name__,
+                         "rows": [[r["answer"], r["start"], r["end"], r["score"]] for r in rows]}}
+        # the card's way without trust_remote_code: import the shipped modeling file
+        sys.path.insert(0, d + "/ex-houlsby")
+        from modeling_bert_workbench import BertWorkbenchForQuestionAnswering
+        _, info = BertWorkbenchForQuestionAnswering.from_pretrained(d + "/ex-houlsby", output_loading_info=True)
+        out["houlsby:imported"] = {{k: list(v) for k, v in info.items()}}
+        print("\\nRESULT " + json.dumps(out, ensure_ascii=False))
+    """
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "OMP_NUM_THREADS": "1",
+           "HF_MODULES_CACHE": str(d / "hf_modules")}
+    res = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env,
+                         cwd=str(d), stdin=subprocess.DEVNULL, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return d, json.loads(res.stdout.rsplit("\nRESULT ", 1)[1])
+
+
+@pytest.mark.parametrize("name", sorted(QA_OPTIONS))
+def test_qa_encoder_option_exports_and_reloads_through_qa_inference(qa_options, name):
+    """Each option: the export's qa_inference.py in plain transformers gives `workbench
+    predict`'s answers; stock options stay stock BertForQuestionAnswering, a layer mix or
+    adapters make a bert_workbench model that plain loading refuses and the card explains."""
+    d, out = qa_options
+    export = d / f"ex-{name}"
+    config = json.loads((export / "config.json").read_text(encoding="utf-8"))
+    card = (export / "README.md").read_text(encoding="utf-8")
+    if name in STOCK_QA:
+        assert config["model_type"] == "bert" and config["architectures"] == ["BertForQuestionAnswering"]
+        assert out[f"{name}:plain"] == "loaded" and out[name]["class"] == "BertForQuestionAnswering"
+        assert not (export / "modeling_bert_workbench.py").exists() and "trust_remote_code" not in card
+    else:
+        assert config["model_type"] == "bert_workbench" and (export / "modeling_bert_workbench.py").is_file()
+        assert config["layer_mix"] == ("mix" in name) and config["adapter"] == (None if "mix" in name else name)
+        assert out[f"{name}:plain"].startswith("ValueError") and "trust_remote_code=True" in out[f"{name}:plain"]
+        assert out[name]["class"] == "BertWorkbenchForQuestionAnswering"
+        assert "QuestionAnswerer` passes `trust_remote_code=True`" in card and "model_type `bert_workbench`" in card
+        assert 'pipeline("question-answering", model=' not in card  # not offered for this model type
+    ours = read_jsonl(d / f"p-{name}.jsonl")
+    theirs = out[name]["rows"]
+    assert len(ours) == len(theirs) == 20
+    assert [[r["answer"], r["start"], r["end"]] for r in ours] == [t[:3] for t in theirs]
+    assert [r["score"] for r in ours] == pytest.approx([t[3] for t in theirs], abs=1e-6)
+    if name == "houlsby":  # importing the shipped file loads every weight
+        assert not any(out["houlsby:imported"].values()), out["houlsby:imported"]
+
+
+def test_qa_encoder_options_train_what_they_say(qa_options):
+    """Frozen weights are the base's: embeddings train only with the full "mix"; a frozen encoder (with or
+    without the mix) keeps every encoder weight; top-1 changes only layer 1; adapters change
+    only adapters and LayerNorms (plus the top layer with freeze_layers=1); LoRA is merged into
+    the query/value weights; the mix's weights move from zero. Counts are in metrics.json."""
+    from safetensors.torch import load_file
+
+    d, _ = qa_options
     base = load_file(str(d / "base" / "model.safetensors"))
-    tuned = load_file(str(tmp_path / "ft" / "model.safetensors"))
+
+    def changed(name):
+        state = load_file(str(d / f"ft-{name}" / "model.safetensors"))
+        return {k for k, v in state.items() if k.startswith("bert.") and k in base and not torch.equal(v, base[k])}, state
+
     emb = "bert.embeddings.word_embeddings.weight"
-    layer0 = "bert.encoder.layer.0.attention.self.query.weight"
-    assert torch.equal(base[emb], tuned[emb])  # embeddings never train in these modes
-    assert torch.equal(base[layer0], tuned[layer0]) == (option != ["lora.r=4", "lora.target_modules=[query,value]"])
-    metrics = json.loads((tmp_path / "ft" / "metrics.json").read_text(encoding="utf-8"))
-    assert 0.0 <= metrics["valid"]["f1"] <= 1.0
+    for name in QA_OPTIONS:
+        diff, state = changed(name)
+        assert (emb in diff) == (name == "mix") and "qa_outputs.weight" in state, name  # only "mix" trains all
+        assert not any("lora" in k for k in state), name
+    assert changed("frozen")[0] == set() and changed("mix_frozen")[0] == set()
+    diff, _ = changed("top1")
+    assert diff and all(k.startswith("bert.encoder.layer.1.") for k in diff)
+    diff, _ = changed("lora")
+    assert "bert.encoder.layer.0.attention.self.query.weight" in diff
+    assert all(k.endswith((".query.weight", ".value.weight")) for k in diff), sorted(diff)
+    diff, state = changed("houlsby")
+    assert diff and all("LayerNorm" in k for k in diff), sorted(diff)[:5]
+    assert any(".attention.output.adapter." in k for k in state)
+    diff, state = changed("pfeiffer")
+    assert all("LayerNorm" in k or k.startswith("bert.encoder.layer.1.") for k in diff)
+    assert not any(".attention.output.adapter." in k for k in state) and any(".output.adapter.up." in k for k in state)
+    diff, state = changed("lora_mix")  # LoRA merged into query / value, beside a trained mix
+    assert diff and all(k.endswith((".query.weight", ".value.weight")) for k in diff), sorted(diff)
+    for name in ("mix", "mix_frozen", "lora_mix"):
+        state = changed(name)[1]
+        assert state["layer_mix.weights"].abs().sum() > 0 and state["layer_mix.gamma"].shape == (1,)
+    counts = {n: json.loads((d / f"ft-{n}" / "metrics.json").read_text(encoding="utf-8"))["parameters"]
+              for n in QA_OPTIONS}
+    assert counts["mix_frozen"]["trainable"] < counts["houlsby"]["trainable"] < counts["top1"]["trainable"] \
+        < counts["mix"]["trainable"] == counts["mix"]["total"]
+    assert counts["frozen"]["trainable"] == 2 * 32 + 2  # the span head alone: hidden 32 -> start, end
+    manifest = json.loads((d / "ft-mix_frozen" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["encoder"]["layer_mix"] and manifest["encoder"]["model_type"] == "bert_workbench"
+
+
+def test_evaluate_reloads_a_custom_qa_model(qa_options, cli):
+    """`workbench evaluate` on a bert_workbench QA export scores valid as finetune did."""
+    d, _ = qa_options
+    code, _, err = cli("evaluate", f"model={d / 'ex-houlsby'}", f"input={d / 'valid.json'}", f"output={d / 'ev-h'}")
+    assert code == 0, err
+    ev = json.loads((d / "ev-h" / "metrics.json").read_text(encoding="utf-8"))
+    valid = json.loads((d / "ft-houlsby" / "metrics.json").read_text(encoding="utf-8"))["valid"]
+    assert (ev["em"], ev["f1"], ev["n"]) == (valid["em"], valid["f1"], valid["n"])

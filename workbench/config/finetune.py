@@ -123,11 +123,11 @@ class FinetuneConfig(StageConfig):
     freeze_encoder: bool = False
     """Freeze the whole encoder (embeddings and every layer): only the head, the pooler, the layer mix and any adapters train. The same as freeze_layers=0."""
     pooling: Literal["cls", "mean", "max", "first_last_avg"] = "cls"
-    """classification / pair / multilabel: the sentence vector. cls: BERT's pooler (dense + tanh) on [CLS], the stock head; mean / max: over the attended tokens' last-layer states (with layer_mix: the mixed states); first_last_avg: the mean over tokens of the average of the first and the last layer. Anything but cls saves a `bert_workbench` model (see export)."""
+    """classification / pair / multilabel: the sentence vector. cls: BERT's pooler (dense + tanh) on [CLS], the stock head; mean / max: over the attended tokens' last-layer states (with layer_mix: the mixed states); first_last_avg: the mean over tokens of the average of the first and the last layer. Anything but cls saves a `bert_workbench` model (see export). Not for tagging / qa, whose heads score every token (leave it at cls: unused there)."""
     layer_mix: bool = False
-    """Learned scalar mix of all hidden layers (ELMo): gamma * sum_j softmax(w)_j h_j over the embeddings and every layer, feeding the head instead of the last layer (cls pooling then takes the mixed [CLS] vector, without BERT's pooler). Combine with freeze_encoder for a frozen-feature probe."""
+    """Learned scalar mix of all hidden layers (ELMo): gamma * sum_j softmax(w)_j h_j over the embeddings and every layer, feeding the head instead of the last layer (cls pooling then takes the mixed [CLS] vector, without BERT's pooler; tagging / qa: every token's mixed state feeds the tag / span head). Combine with freeze_encoder for a frozen-feature probe."""
     adapter: AdapterConfig = AdapterConfig()
-    """Bottleneck adapters (adapter.kind=houlsby|pfeiffer): cannot be merged into the weights (a nonlinearity sits between the two projections), so the model is saved as `bert_workbench` with its modeling file."""
+    """Bottleneck adapters (adapter.kind=houlsby|pfeiffer): cannot be merged into the weights (a nonlinearity sits between the two projections), so the model is saved as `bert_workbench` with its modeling file. Every task, qa included."""
     class_weights: Literal["none", "balanced"] | dict[str, float] = "none"
     """classification / pair / tagging / multilabel: weights of the loss per class. balanced: n / (classes x count) from the train counts (tagging: per tag over the train windows; multilabel: BCE pos_weight = negatives / positives per label); or {label: weight} (tagging: keys are tags like B-PER, entity types like PER for all their tags, or O; unnamed ones weigh 1). Not with crf."""
     loss: Literal["ce", "focal"] = "ce"
@@ -248,9 +248,6 @@ class FinetuneConfig(StageConfig):
             return out
         if self.data.format not in ("auto",):
             out.append(f"data.format: task=qa reads SQuAD-style JSON; leave data.format=auto (got {self.data.format})")
-        if self.pooling != "cls" or self.layer_mix or self.adapter.kind != "none":
-            out.append("pooling / layer_mix / adapter: task=qa has a start/end head on every token and exports a stock "
-                       "BertForQuestionAnswering; use freeze_layers, freeze_encoder or lora with it")
         if self.class_weights != "none" or self.loss != "ce":
             out.append("class_weights / loss=focal: not for task=qa (its loss is over start/end token positions)")
         room = self.max_length - 3
@@ -269,9 +266,13 @@ class FinetuneConfig(StageConfig):
     def encoder_problems(self) -> list[str]:
         """Contradictions among the encoder-use and loss options (pooling, layer mix, adapters, losses)."""
         out = []
-        if self.pooling != "cls" and self.task in ("tagging", "qa"):
-            out.append(f"pooling: {self.pooling} makes one vector per text; task={self.task} scores every token "
+        if self.pooling != "cls" and self.task == "tagging":
+            out.append(f"pooling: {self.pooling} makes one vector per text; task=tagging scores every token "
                        "(use layer_mix)")
+        if self.pooling != "cls" and self.task == "qa":
+            out.append(f"pooling: {self.pooling} makes one vector per text, but task=qa's span head scores a start and "
+                       "an end on every token of the window; leave pooling unset (layer_mix, adapters, freeze_encoder, "
+                       "freeze_layers and lora all work with qa)")
         if self.pooling == "first_last_avg" and self.layer_mix:
             out.append("pooling=first_last_avg and layer_mix both choose the layers; use one")
         if self.freeze_encoder and self.freeze_layers is not None:

@@ -3,7 +3,9 @@
     workbench export input=runs/demo/finetune-tagging output=runs/demo/export/tagging
 
 The output is a ``save_pretrained`` directory that loads offline with plain transformers,
-``pipeline("text-classification" | "token-classification", model=DIR)``, plus:
+``pipeline("text-classification" | "token-classification", model=DIR)`` (QA: ``qa_inference.py``
+beside it, tasks/qa.py; pooling / layer mix / adapters: ``modeling_bert_workbench.py`` beside
+it and ``trust_remote_code=True``, said in the card), plus:
   - README.md   model card: base model, data (file hashes, counts, label distribution; no
                 corpus text), metrics with per-class/per-entity tables, config, intended
                 use, limits, how to load;
@@ -104,11 +106,13 @@ def run(cfg: ExportConfig) -> dict[str, Any]:
             from workbench.tasks import qa
 
             qa.package_qa_export(tmp)
-            card = qa.model_card(name, spec, metrics, upstream)
+            # A layer mix / adapters (bert_workbench): the card's own section says that
+            # qa_inference.py loads it with trust_remote_code, and why.
+            card = qa.model_card(name, spec, metrics, upstream, custom=is_workbench_model(tmp))
         else:
             card = model_card(name, spec, metrics, upstream, char_map_in_dir(src))
-        if is_workbench_model(tmp):  # pooling / layer mix / adapters: how to load the shipped modeling file
-            card += "\n" + workbench_loading_note(spec.task)
+            if is_workbench_model(tmp):  # pooling / layer mix / adapters: how to load the shipped modeling file
+                card += "\n" + workbench_loading_note(spec.task)
         serving = None
         if cfg.format != "hf":  # ONNX / int8 / fp16 beside the transformers files, measured (workbench/serving.py)
             from workbench import serving as srv
@@ -134,7 +138,9 @@ def run(cfg: ExportConfig) -> dict[str, Any]:
           + ("AutoModelForQuestionAnswering + qa_inference.py (transformers 5 has no question-answering pipeline)"
              if spec.task == "qa" else "pipeline-loadable")
           + (" with trust_remote_code=True (BERT + CRF, modeling_bert_crf.py)" if spec.crf else "")
-          + (" with trust_remote_code=True (modeling_bert_workbench.py)" if is_workbench_model(out) else ""))
+          + (" with trust_remote_code=True (modeling_bert_workbench.py"
+             + ("; qa_inference.py passes it for this model type)" if spec.task == "qa" else ")")
+             if is_workbench_model(out) else ""))
     if serving:
         from workbench.serving import summary_line
 

@@ -106,6 +106,8 @@ def load_for_finetune(model: str, spec: TaskSpec, *, needed_by: str = "finetune"
     check_model_path(model, needed_by=needed_by)
     names = spec.output_labels()
     kwargs = dict(num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    if spec.task == "qa":  # a start and an end logit per token, as BertForQuestionAnswering's config says
+        kwargs = dict(num_labels=2)
     # The encoder must load completely; only the new head (and the pooler a masked LM lacks)
     # may be missing, and only a pretraining head may be left over.
     if encoder is not None and encoder.custom:

@@ -42,9 +42,13 @@ Everything QA lives here, top to bottom:
 
 transformers 5 removed ``pipeline("question-answering")`` (``REMOVED_TASKS``). An export is a
 plain ``BertForQuestionAnswering`` directory (``AutoModelForQuestionAnswering`` +
-``AutoTokenizer`` load it; transformers 4.x's pipeline runs it) and ships this file as
-``qa_inference.py``: its ``QuestionAnswerer`` needs only numpy, torch and transformers and gives
-the answers ``workbench predict`` gives (tested in a process without zh-workbench).
+``AutoTokenizer`` load it; transformers 4.x's pipeline runs it) when the encoder was used as
+is, frozen, top-k or with LoRA (merged); with a layer mix or adapters it is a ``bert_workbench``
+directory (model_type in config.json) with its ``modeling_bert_workbench.py``, which
+transformers runs only with ``trust_remote_code=True``. Either ships this file as
+``qa_inference.py``: its ``QuestionAnswerer`` needs only numpy, torch and transformers, passes
+trust_remote_code only for a bert_workbench config, and gives the answers ``workbench
+predict`` gives (tested in a process without zh-workbench).
 """
 
 from __future__ import annotations
@@ -717,18 +721,24 @@ class QuestionAnswerer:
         qa("《战国无双3》是由哪两个公司合作开发的？", context)   # {"answer", "start", "end", "score", "n_best"}
 
     Windows, decoding and limits come from the directory's task.json (max_length, doc_stride,
-    max_answer_length), as ``workbench predict`` runs it."""
+    max_answer_length), as ``workbench predict`` runs it. A directory whose config.json says
+    model_type ``bert_workbench`` (a layer mix or adapters) is loaded with
+    ``trust_remote_code=True``: transformers then runs the directory's
+    ``modeling_bert_workbench.py`` (read it first); a stock BertForQuestionAnswering never is."""
 
     def __init__(self, directory: str, device: str = "cpu"):
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
         task = json.loads((Path(directory) / "task.json").read_text(encoding="utf-8"))
+        config = json.loads((Path(directory) / "config.json").read_text(encoding="utf-8"))
+        remote_code = config.get("model_type") == WORKBENCH_MODEL_TYPE
         self.max_length = int(task["max_length"])
         self.doc_stride = int(task.get("doc_stride") or default_stride(self.max_length))
         self.max_answer_length = int(task.get("max_answer_length") or 30)
         self.n_best = int(task.get("n_best") or 20)
         self.tokenizer = AutoTokenizer.from_pretrained(directory)
-        self.model = AutoModelForQuestionAnswering.from_pretrained(directory).to(device).eval()
+        self.model = AutoModelForQuestionAnswering.from_pretrained(
+            directory, trust_remote_code=remote_code).to(device).eval()
 
     def __call__(self, question: str | Sequence[str], context: str | Sequence[str], *, top_k: int = 3,
                  batch_size: int = 64):
@@ -744,6 +754,8 @@ class QuestionAnswerer:
 
 # --------------------------------------------------------------------------- export
 INFERENCE_FILE = "qa_inference.py"
+WORKBENCH_MODEL_TYPE = "bert_workbench"  # tasks/encoder.MODEL_TYPE (not imported: this file runs without zh-workbench)
+MODELING_FILE = "modeling_bert_workbench.py"
 
 
 def package_qa_export(directory: Path) -> None:
@@ -753,9 +765,10 @@ def package_qa_export(directory: Path) -> None:
     (Path(directory) / INFERENCE_FILE).write_text(Path(__file__).read_text(encoding="utf-8"), encoding="utf-8")
 
 
-def model_card(name: str, spec, metrics: dict, finetune_manifest: dict) -> str:
+def model_card(name: str, spec, metrics: dict, finetune_manifest: dict, *, custom: bool = False) -> str:
     """README.md of a QA export: base model, data (file hashes and counts, no text), EM / F1,
-    config, how to load it with and without zh-workbench, limits."""
+    config, how to load it with and without zh-workbench, limits. `custom`: a bert_workbench
+    model (layer mix / adapters), which loads only with trust_remote_code (said in the card)."""
     from workbench.report.escape import md_cell, md_code, md_text
 
     cfg = finetune_manifest.get("config", {})
@@ -788,7 +801,8 @@ def model_card(name: str, spec, metrics: dict, finetune_manifest: dict) -> str:
             if isinstance(v, dict) and "mean" in v:
                 lines.append(f"- {md_text(key)} over seeds {md_text(seeds['seeds'])}: {v['mean']:.4f} ± {v['std']:.4f}")
     config_lines = [f"{k}: {cfg[k]}" for k in ("task", "max_length", "qa", "epochs", "max_steps", "batch_size", "lr",
-                                                 "weight_decay", "warmup_ratio", "freeze_layers", "seed", "seeds")
+                                                 "weight_decay", "warmup_ratio", "freeze_layers", "freeze_encoder",
+                                                 "layer_mix", "adapter", "lora", "seed", "seeds")
                     if k in cfg]
     stride = spec.stride()
     pipeline_k = (spec.n_best - 10) // 2 if spec.n_best >= 12 and spec.n_best % 2 == 0 else None
@@ -800,19 +814,23 @@ def model_card(name: str, spec, metrics: dict, finetune_manifest: dict) -> str:
               "```python", "import sys; sys.path.insert(0, \"PATH/TO/THIS/DIR\")",
               "from qa_inference import QuestionAnswerer", "",
               "qa = QuestionAnswerer(\"PATH/TO/THIS/DIR\")",
-              "qa(\"问题\", \"上下文\")  # {'answer', 'start', 'end', 'score', 'n_best'}; start/end: characters", "```", "",
-              "The weights are a stock `BertForQuestionAnswering` (`AutoModelForQuestionAnswering.from_pretrained`). "
-              "transformers 4.x's pipeline runs it with the same windows"
-              + (f"; with `top_k={pipeline_k}` it ranks answers as here (n_best={spec.n_best} spans per window), "
-                 "so its first answer is ours:" if pipeline_k else
-                 f" (its top_k=k keeps 2k + 10 spans per window, this model's n_best={spec.n_best}: its ranking "
-                 "can differ slightly):"), "",
-              "```python", "from transformers import pipeline", "",
-              "nlp = pipeline(\"question-answering\", model=\"PATH/TO/THIS/DIR\")",
-              f"nlp(question=\"问题\", context=\"上下文\", max_seq_len={spec.max_length}, doc_stride={stride}, "
-              f"max_answer_len={spec.max_answer_length}, top_k={pipeline_k or 1})" + ("[0]" if pipeline_k else ""),
-              "```", "",
-              "Or with zh-workbench: `workbench predict model=PATH input=questions.jsonl` "
+              "qa(\"问题\", \"上下文\")  # {'answer', 'start', 'end', 'score', 'n_best'}; start/end: characters", "```", ""]
+    if custom:
+        lines += _custom_loading_note()
+    else:
+        lines += [
+            "The weights are a stock `BertForQuestionAnswering` (`AutoModelForQuestionAnswering.from_pretrained`). "
+            "transformers 4.x's pipeline runs it with the same windows"
+            + (f"; with `top_k={pipeline_k}` it ranks answers as here (n_best={spec.n_best} spans per window), "
+               "so its first answer is ours:" if pipeline_k else
+               f" (its top_k=k keeps 2k + 10 spans per window, this model's n_best={spec.n_best}: its ranking "
+               "can differ slightly):"), "",
+            "```python", "from transformers import pipeline", "",
+            "nlp = pipeline(\"question-answering\", model=\"PATH/TO/THIS/DIR\")",
+            f"nlp(question=\"问题\", context=\"上下文\", max_seq_len={spec.max_length}, doc_stride={stride}, "
+            f"max_answer_len={spec.max_answer_length}, top_k={pipeline_k or 1})" + ("[0]" if pipeline_k else ""),
+            "```", ""]
+    lines += ["Or with zh-workbench: `workbench predict model=PATH input=questions.jsonl` "
               "(`{\"question\", \"context\"}` per line, or a SQuAD-style .json).", "",
               "## Limits", "",
               "- Every question gets an answer span: there is no \"no answer\" output (SQuAD 1.1 / CMRC 2018 style).",
@@ -820,8 +838,37 @@ def model_card(name: str, spec, metrics: dict, finetune_manifest: dict) -> str:
               "- Texts are not cleaned or normalised before prediction.", "",
               "## Files", "",
               "- `config.json`, `model.safetensors`, tokenizer files: the transformers model",
+              *([f"- `{MODELING_FILE}`: the model's code (layer mix / adapters; torch + transformers only)"]
+                if custom else []),
               f"- `{INFERENCE_FILE}`: windows and span decoding without zh-workbench",
               "- `task.json`: max_length, doc_stride, max_answer_length",
               "- `metrics.json`: full metrics and window statistics",
               "- `manifest.json`: file hashes, inputs and versions", ""]
     return "\n".join(lines)
+
+
+def _custom_loading_note() -> list[str]:
+    """Card lines for a bert_workbench QA model: why and how it needs trust_remote_code."""
+    return [
+        "### Custom model code: trust_remote_code",
+        "",
+        "This model uses a learned layer mix and/or bottleneck adapters (config.json `layer_mix`, `adapter`), which "
+        f"a stock `BertForQuestionAnswering` cannot hold: config.json says model_type `{WORKBENCH_MODEL_TYPE}` and "
+        f"the code is `{MODELING_FILE}` in this directory (torch + transformers only). transformers runs that file "
+        "only with `trust_remote_code=True`, so **`QuestionAnswerer` passes `trust_remote_code=True` for this "
+        f"directory** (it does so only when config.json says `{WORKBENCH_MODEL_TYPE}`); read `{MODELING_FILE}` "
+        "before you load it. Plain `AutoModelForQuestionAnswering.from_pretrained(DIR)` refuses the directory "
+        "rather than load a stock BERT without the mix / adapters. Without trust_remote_code, import the file "
+        "yourself:",
+        "",
+        "```python",
+        "import sys; sys.path.insert(0, \"PATH/TO/THIS/DIR\")",
+        "from modeling_bert_workbench import BertWorkbenchForQuestionAnswering",
+        "",
+        "model = BertWorkbenchForQuestionAnswering.from_pretrained(\"PATH/TO/THIS/DIR\")",
+        "```",
+        "",
+        "transformers 4.x's `pipeline(\"question-answering\")` is not tested with this model type (the shipped file "
+        "is written for transformers 5); use `qa_inference.py`.",
+        "",
+    ]
