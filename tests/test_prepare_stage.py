@@ -159,7 +159,8 @@ def _everything(out: Path) -> dict:
     """What prepare wrote, less timings and the execution settings."""
     m = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     dd = datasets.load_from_disk(str(out / "dataset"))
-    cfg = {k: v for k, v in m["config"].items() if k not in ("workers", "engine", "scheduler", "batch_rows", "output")}
+    cfg = {k: v for k, v in m["config"].items()
+           if k not in ("workers", "engine", "scheduler", "batch_rows", "batch_bytes", "read_in_workers", "output")}
     return {"rows": {s: d.to_list() for s, d in dd.items()}, "counts": m["counts"], "inputs": m["inputs"],
             "config": cfg, "files": {k: v for k, v in m["files"].items() if not k.endswith("state.json")},
             "rejects": (out / "rejects.jsonl").read_text(encoding="utf-8"),
@@ -167,9 +168,11 @@ def _everything(out: Path) -> dict:
 
 
 def test_workers_do_not_change_the_output(tmp_path, review_lines):
-    """workers=1 (in process) and workers=2 (a process pool), with batches small enough that
-    many are in flight, write the same rows in the same order, the same rejects, duplicate
-    records, counts and file hashes; every input row is accounted for across batches."""
+    """workers=1 (in process) and workers=2 (a process pool; the workers read the txt and
+    jsonl files themselves in byte ranges, the csv comes from the main process), with batches
+    and ranges small enough that many are in flight, write the same rows in the same order,
+    the same rejects, duplicate records, counts and file hashes; every input row is
+    accounted for across batches."""
     edited = [t[:-2] + "真的" for t in review_lines[:40] if len(t) > 40]  # near duplicates
     corpus = tmp_path / "a.txt"
     corpus.write_text("\n".join(review_lines + WEIBO + review_lines[:30] + edited + ["短", ""]) + "\n",
@@ -177,12 +180,14 @@ def test_workers_do_not_change_the_output(tmp_path, review_lines):
     jl = tmp_path / "b.jsonl"
     jl.write_text("".join(json.dumps({"text": t, "id": i}, ensure_ascii=False) + "\n"
                           for i, t in enumerate(review_lines[::7] + ["", "x"])) + "{broken\n", encoding="utf-8")
+    cs = tmp_path / "c.csv"
+    cs.write_text("id,text\n" + "".join(f'{i},"{t}"\n' for i, t in enumerate(review_lines[::5])), encoding="utf-8")
     evalset = tmp_path / "eval.tsv"
     evalset.write_text("label\ttext_a\n1\t" + review_lines[5] + "\n", encoding="utf-8")
-    common = [f"input=[{corpus},{jl}]", "split.valid_fraction=0.1", "split.test_fraction=0.1",
+    common = [f"input=[{corpus},{cs},{jl}]", "split.valid_fraction=0.1", "split.test_fraction=0.1",
               "read.keep_fields=[id]", "clean.min_chars=3", f"exclude.files=[{evalset}]", "batch_rows=37"]
     one = _run(tmp_path, "w1", *common, "workers=1")
-    two = _run(tmp_path, "w2", *common, "workers=2")
+    two = _run(tmp_path, "w2", *common, "workers=2", "batch_bytes=997")
     assert two["execution"]["workers"] == 2 and one["execution"]["workers"] == 1
     a, b = _everything(tmp_path / "w1"), _everything(tmp_path / "w2")
     assert a == b
@@ -195,8 +200,8 @@ def test_workers_do_not_change_the_output(tmp_path, review_lines):
 
 def test_dask_cluster_gives_the_local_output(tmp_path, review_lines):
     """engine=dask on a 2-worker local Dask cluster started here (its scheduler address
-    given as a real cluster's would be), and engine=dask starting its own: the same output
-    as the local engine."""
+    given as a real cluster's would be), and engine=dask starting its own, the Dask workers
+    reading the file in byte ranges themselves: the same output as the local engine."""
     from dask.distributed import Client, LocalCluster
 
     edited = [t[:-2] + "真的" for t in review_lines[:40] if len(t) > 40]
@@ -208,9 +213,11 @@ def test_dask_cluster_gives_the_local_output(tmp_path, review_lines):
             Client(cluster) as client:
         m = _run(tmp_path, "dask", *common, "engine=dask", f"scheduler={cluster.scheduler_address}")
         assert len(client.scheduler_info()["workers"]) == 2
-    assert {k: v for k, v in m["execution"].items() if k != "main_process_cpu_s"} == {
-        "engine": "dask", "workers": None, "scheduler": cluster.scheduler_address, "batch_rows": 200}
-    _run(tmp_path, "dask_own", *common, "engine=dask", "workers=2")
+    assert {k: v for k, v in m["execution"].items() if k not in ("main_process_cpu_s", "phases_s")} == {
+        "engine": "dask", "workers": None, "scheduler": cluster.scheduler_address, "batch_rows": 200,
+        "batch_bytes": None}
+    own = _run(tmp_path, "dask_own", *common, "engine=dask", "workers=2", "read_in_workers=true", "batch_bytes=3KB")
+    assert own["execution"]["batch_bytes"] == "3KB"
     local = _everything(tmp_path / "local")
     assert _everything(tmp_path / "dask") == local
     assert _everything(tmp_path / "dask_own") == local

@@ -11,6 +11,18 @@ from __future__ import annotations
 class WorkbenchError(Exception):
     """Base class: the message is complete and meant for the user."""
 
+    def __reduce__(self):
+        # Raised in a worker process, it crosses back by pickle: Exception's default rebuilds
+        # it by calling __init__ with the message alone, which the subclasses' signatures refuse.
+        return _restore, (type(self), self.args, self.__dict__)
+
+
+def _restore(cls: type, args: tuple, state: dict) -> "WorkbenchError":
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
+
 
 class ConfigError(WorkbenchError):
     """One or more config problems; ``problems`` lists every one of them."""

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import field_validator
 
-from workbench.config._base import Section, StageConfig, _as_list, _shard_size_problems
+from workbench.config._base import Section, StageConfig, _as_list, _shard_size_problems, shard_bytes
 
 
 class ReadConfig(Section):
@@ -188,7 +188,7 @@ class PrepareConfig(StageConfig):
     """Clean, deduplicate and split raw corpus files into an Arrow dataset."""
 
     output_dir_name: typing.ClassVar[str] = "prepared"
-    execution_keys: typing.ClassVar[frozenset[str]] = frozenset({"workers", "engine", "scheduler", "batch_rows"})
+    execution_keys: typing.ClassVar[frozenset[str]] = frozenset({"workers", "engine", "scheduler", "batch_rows", "batch_bytes", "read_in_workers"})
 
     input: list[str] = []
     """Corpus files, folders (read recursively) or globs."""
@@ -213,6 +213,15 @@ class PrepareConfig(StageConfig):
     null starts a local cluster for the run."""
     batch_rows: int = 2048
     """Rows per batch handed to a worker (memory per batch in flight; not the output)."""
+    batch_bytes: str = "4MiB"
+    """When workers read (`read_in_workers`): bytes of an uncompressed txt (line mode) or jsonl
+    file that a worker reads itself per task, so that the main process does not decode and ship
+    every line (its speed-up bound). csv/tsv, parquet, compressed files and txt paragraphs are
+    always read by the main process. Memory per task in flight; not the output."""
+    read_in_workers: bool | None = None
+    """Whether worker processes read txt/jsonl files themselves in `batch_bytes` ranges.
+    null: yes for engine=local with workers > 1, no for dask (set true when every Dask worker
+    sees the input paths at the same place, e.g. a shared filesystem). The output is the same."""
     shard_size: str = "500MB"
     """Largest Arrow shard of the output dataset (e.g. 500MB, 2GB); the manifest lists the shards."""
 
@@ -231,6 +240,14 @@ class PrepareConfig(StageConfig):
             out.append(f"workers: {self.workers} must be >= 1 (or null for every core)")
         if self.batch_rows < 1:
             out.append(f"batch_rows: {self.batch_rows} must be >= 1")
+        if self.read_in_workers and self.engine == "local" and self.workers == 1:
+            out.append("read_in_workers: workers=1 has no worker processes (this process reads and works); "
+                       "set workers > 1 or leave read_in_workers unset")
+        try:
+            if shard_bytes(self.batch_bytes) < 1:
+                out.append(f"batch_bytes: '{self.batch_bytes}' must be at least 1 byte")
+        except ValueError:
+            out.append(f"batch_bytes: '{self.batch_bytes}' is not a size; write e.g. 4MiB or 500KB")
         out += _shard_size_problems(self.shard_size)
         if self.scheduler and self.engine != "dask":
             out.append("scheduler: only used with engine=dask; set engine=dask or drop scheduler")

@@ -1,13 +1,20 @@
 """prepare's per-row work on batches of rows, in this process or in worker processes.
 
-The main process reads the input files (readers keep file/row/line accounting) and cuts the
-rows into batches that never span two files. Each batch goes through `BatchProcessor.process`:
-reader rejects, cleaning, the length filters, decontamination, the split and the duplicate
-fingerprints, returning everything the main process writes: the rejects (as JSON lines),
-the accepted rows (an Arrow record batch) and their fingerprints. The function is pure given
-the config, so the output does not depend on how many processes run it or where: the main
-process consumes the results strictly in input order (`ordered_map`), with a bounded number
-of batches in flight (memory does not grow with the corpus).
+Two kinds of task, both cut so that none spans two files:
+  - `Batch`: rows the main process read (readers keep file/row/line accounting): csv/tsv,
+    parquet, compressed files, txt paragraphs, and everything when one process works;
+  - `RangeTask`: a byte range of an uncompressed txt (line mode) or jsonl file that the
+    worker reads itself (`readers.plan_ranges`): with workers, the main process would
+    otherwise spend its time decoding lines and pickling them to the workers, and bound
+    the speed-up. Its rows and lines come back numbered within the range; the main process,
+    taking results in order, shifts them by the rows and lines of the ranges before.
+Each batch goes through `BatchProcessor.process`: reader rejects, cleaning, the length
+filters, decontamination, the split and the duplicate fingerprints, returning everything
+the main process writes: the rejects, the accepted rows (an Arrow record batch) and their
+fingerprints. The function is pure given the config, so the output does not depend on how
+many processes run it or where: the main process consumes the results strictly in input
+order (`ordered_map`), with a bounded number of tasks in flight (memory does not grow with
+the corpus).
 
 Engines (`prepare.engine`): `local` (this process for workers=1, else a process pool of
 `workers`), `dask` (any Dask cluster: a `scheduler` address, or a local cluster of `workers`
@@ -24,10 +31,12 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from workbench.config import PrepareConfig
 from workbench.corpus.clean import Cleaner
 from workbench.corpus.dedup import Fingerprinter
+from workbench.corpus.readers import FileStats, read_range
 from workbench.corpus.split import split_indices
 
 EXCERPT_CHARS = 80
@@ -69,16 +78,58 @@ class Batch:
 
 
 @dataclass
+class RangeTask:
+    """A byte range [start, end) of a txt (line mode) or jsonl file, read by the worker."""
+
+    file_idx: int
+    path: str
+    encoding: str
+    bom: int
+    start: int
+    end: int
+    last: bool  # the file's last range: its whole-file checks follow
+
+
+@dataclass
 class BatchResult:
     file_idx: int
     rows: int
-    rejects: list[str]  # JSON lines
+    rejects: list[tuple]  # (source, row, line, reason, detail, excerpt)
     reasons: Counter
     candidates: pa.RecordBatch
     exact: np.ndarray
     sig: np.ndarray | None
     bands: np.ndarray | None
     cleaning_edits: Counter = field(default_factory=Counter)
+
+    def shifted(self, rows: int, lines: int) -> BatchResult:
+        """This result with `rows` and `lines` added to its row and line numbers (a range's
+        rows are numbered from 1; the ranges before it in the file hold `rows` / `lines`)."""
+        if not rows and not lines:
+            return self
+        cand = self.candidates
+        for name, by in (("row", rows), ("line", lines)):
+            i = cand.schema.get_field_index(name)
+            cand = cand.set_column(i, name, pc.add(cand.column(i), pa.scalar(by, pa.int64())))
+        rejects = [(src, r + rows, None if ln is None else ln + lines, *rest) for src, r, ln, *rest in self.rejects]
+        return BatchResult(self.file_idx, self.rows, rejects, self.reasons, cand, self.exact, self.sig, self.bands,
+                           self.cleaning_edits)
+
+
+@dataclass
+class RangeResult:
+    """A RangeTask's results: its batches and the stats of the range (rows, lines, blank
+    lines, bytes; jsonl's field_seen / first_keys for the whole-file check)."""
+
+    task: RangeTask
+    stats: FileStats
+    results: list[BatchResult]
+
+
+def reject_json(rec: tuple) -> str:
+    source, row, line, reason, detail, text = rec
+    return json.dumps({"file": source, "row": row, "line": line, "reason": reason, "detail": detail,
+                       "excerpt": excerpt(text)}, ensure_ascii=False)
 
 
 class BatchProcessor:
@@ -99,14 +150,13 @@ class BatchProcessor:
         cfg, cleaner = self.cfg, self.cleaner
         cleaner.counts = Counter()
         reasons: Counter[str] = Counter()
-        rejects: list[str] = []
+        rejects: list[tuple] = []
         cols: dict[str, list] = {f.name: [] for f in self.schema}
         keep = cfg.read.keep_fields
 
         def reject(row, line, reason, detail, text):
             reasons[reason] += 1
-            rejects.append(json.dumps({"file": batch.source, "row": row, "line": line, "reason": reason,
-                                       "detail": detail, "excerpt": excerpt(text)}, ensure_ascii=False))
+            rejects.append((batch.source, row, line, reason, detail, text))
 
         for row, line, raw, bad, detail, kept in batch.rows:
             if bad:
@@ -134,6 +184,25 @@ class BatchProcessor:
                            pa.RecordBatch.from_pydict(cols, schema=self.schema), exact, sig, bands,
                            cleaner.counts)
 
+    def process_range(self, task: RangeTask) -> RangeResult:
+        """Read one byte range and process its rows in batches of `batch_rows`."""
+        from pathlib import Path
+
+        stats, rows = read_range(Path(task.path), self.cfg.read, task.encoding, task.bom, task.start, task.end)
+        keep = self.cfg.read.keep_fields
+        results, buf = [], []
+        for r in rows:
+            buf.append((r.row, r.line, r.text, r.reject, r.detail, [r.fields.get(k) for k in keep]))
+            if len(buf) >= self.cfg.batch_rows:
+                results.append(self.process(Batch(task.file_idx, task.path, buf)))
+                buf = []
+        if buf:
+            results.append(self.process(Batch(task.file_idx, task.path, buf)))
+        return RangeResult(task, stats, results)
+
+    def run(self, task: Batch | RangeTask) -> BatchResult | RangeResult:
+        return self.process_range(task) if isinstance(task, RangeTask) else self.process(task)
+
 
 # ---------------------------------------------------------------- running the batches
 _WORKER: BatchProcessor | None = None
@@ -146,8 +215,8 @@ def _init_worker(cfg_json: dict) -> None:
     _WORKER = BatchProcessor(PrepareConfig.model_validate(cfg_json))
 
 
-def _work(batch: Batch) -> BatchResult:
-    return _WORKER.process(batch)
+def _work(task: Batch | RangeTask) -> BatchResult | RangeResult:
+    return _WORKER.run(task)
 
 
 def _process_remote(cfg_json: dict, batch: Batch) -> BatchResult:
@@ -156,7 +225,7 @@ def _process_remote(cfg_json: dict, batch: Batch) -> BatchResult:
     if _WORKER is None or _WORKER_CFG != cfg_json:
         _init_worker(cfg_json)
         _WORKER_CFG = cfg_json
-    return _WORKER.process(batch)
+    return _WORKER.run(batch)
 
 
 def default_workers() -> int:
@@ -176,10 +245,10 @@ def effective_workers(cfg: PrepareConfig, input_bytes: int) -> int:
     return default_workers() if input_bytes >= SMALL_INPUT_BYTES or cfg.engine == "dask" else 1
 
 
-def ordered_map(cfg: PrepareConfig, batches: Iterable[Batch], workers: int,
-                processor: BatchProcessor | None = None) -> Iterator[BatchResult]:
-    """`BatchProcessor.process` over `batches`, results in input order, at most a few
-    batches per worker in flight. `processor`: the one to use when workers == 1 (made by
+def ordered_map(cfg: PrepareConfig, batches: Iterable[Batch | RangeTask], workers: int,
+                processor: BatchProcessor | None = None) -> Iterator[BatchResult | RangeResult]:
+    """`BatchProcessor.run` over `batches`, results in input order, at most a few
+    tasks per worker in flight. `processor`: the one to use when workers == 1 (made by
     the caller, which already needed its decontamination index)."""
     if cfg.engine == "dask":
         yield from _dask_map(cfg, batches, workers)
@@ -187,7 +256,7 @@ def ordered_map(cfg: PrepareConfig, batches: Iterable[Batch], workers: int,
     if workers == 1:
         proc = processor or BatchProcessor(cfg)
         for b in batches:
-            yield proc.process(b)
+            yield proc.run(b)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor

@@ -61,6 +61,9 @@ class FileStats:
     sha256: str = ""
     rows: int = 0
     blank_lines: int = 0
+    lines: int = 0  # physical lines read (a byte range's count puts the next range's line numbers right)
+    field_seen: bool = False  # jsonl: some object has read.text_field (checked over the whole file)
+    first_keys: list[str] | None = None  # jsonl: the keys of the first object, for that error
 
 
 # --------------------------------------------------------------------------- inputs
@@ -151,14 +154,16 @@ def sniff_encoding(path: Path, configured: str) -> tuple[str, int]:
 
 # --------------------------------------------------------------------------- lines
 def _physical_lines(
-    f: BinaryIO, stats: FileStats, advance: Callable[[int], None], skip: int, max_line_bytes: int
+    f: BinaryIO, stats: FileStats, advance: Callable[[int], None], skip: int, max_line_bytes: int,
+    hashed: bool = True,
 ) -> Iterator[tuple[int, bytes | None]]:
     """(line number, bytes without the line ending) for \\n, \\r\\n and \\r endings alike.
 
     A line longer than `max_line_bytes` is yielded as None and never held in memory.
-    Also hashes every byte read into `stats` and reports progress through `advance`.
+    Also hashes every byte read into `stats` (unless `hashed` is false: a byte range of a
+    file, hashed whole elsewhere) and reports progress through `advance`.
     """
-    h = hashlib.sha256()
+    h = hashlib.sha256() if hashed else None
     buf = b""
     more: list[bytes] = []  # chunks of a line still open, joined to buf only once its end arrives:
     more_len = 0  # buf += chunk and re-splitting buf per chunk would be quadratic in the line length
@@ -168,7 +173,8 @@ def _physical_lines(
     while True:
         chunk = f.read(_CHUNK)
         if chunk:
-            h.update(chunk)
+            if h is not None:
+                h.update(chunk)
             stats.bytes += len(chunk)
             advance(len(chunk))
             if first:
@@ -205,7 +211,9 @@ def _physical_lines(
     if buf or overlong:
         line_no += 1
         yield line_no, (None if overlong else buf)
-    stats.sha256 = h.hexdigest()
+    stats.lines = line_no
+    if h is not None:
+        stats.sha256 = h.hexdigest()
 
 
 def _decode(raw: bytes, encoding: str, on_error: str) -> tuple[str, str | None]:
@@ -230,19 +238,106 @@ def read_file(path: Path, cfg: ReadConfig, advance: Callable[[int], None] = lamb
     return stats, _checked(path, cfg, stats, reader(path, cfg, stats, advance, encoding, bom, fmt))
 
 
-def _checked(path: Path, cfg: ReadConfig, stats: FileStats, rows: Iterator[Row]) -> Iterator[Row]:
-    for r in rows:
-        stats.rows += 1
-        yield r
+# --------------------------------------------------------------------------- byte ranges
+# prepare's worker processes read large txt (line mode) and jsonl files themselves, each a
+# byte range that ends just after a b"\n": the main process then only plans the ranges and
+# writes results instead of decoding every line and shipping it to a worker. Row and line
+# numbers come back numbered from 1 within the range; the caller, taking the ranges in
+# order, adds the rows and lines of the ranges before (FileStats.rows / .lines). A "\n" byte
+# ends a line in UTF-8, GB18030 and every ASCII-compatible encoding (never inside a
+# multi-byte character), and "\r\n" stays whole: a cut after "\n" is a line boundary.
+# Files with only "\r" endings find no cut and stay one range.
+
+
+def splittable(path: Path, cfg: ReadConfig) -> bool:
+    """Whether `read_range` can read parts of this file: uncompressed txt in line mode or jsonl."""
+    if path.suffix.lower() in _COMPRESSED:
+        return False
+    fmt = detect_format(path, cfg.format)
+    return fmt == "jsonl" or (fmt == "txt" and cfg.txt_documents == "line")
+
+
+def plan_ranges(path: Path, target: int) -> list[tuple[int, int]]:
+    """[start, end) byte ranges of about `target` bytes covering the file, each but the last
+    ending just after a b"\n" (an overlong line makes its range longer)."""
+    size = path.stat().st_size
+    bounds, pos = [0], 0
+    with open(path, "rb") as f:
+        while pos + target < size:
+            f.seek(pos + target - 1)  # a cut just after a "\n" at pos + target - 1 lands on pos + target
+            cut = None
+            while cut is None:
+                piece = f.read(1 << 16)
+                if not piece:
+                    break
+                i = piece.find(b"\n")
+                if i >= 0:
+                    cut = f.tell() - len(piece) + i + 1
+            if cut is None or cut >= size:
+                break
+            bounds.append(cut)
+            pos = cut
+    bounds.append(size)
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+class _ByteRange:
+    """A read-only binary file object over [start, end) of an uncompressed file."""
+
+    def __init__(self, path: Path, start: int, end: int):
+        self._f = open(path, "rb")
+        self._f.seek(start)
+        self._left = end - start
+
+    def read(self, n: int = -1) -> bytes:
+        n = self._left if n < 0 else min(n, self._left)
+        data = self._f.read(n)
+        self._left -= len(data)
+        return data
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._f.close()
+
+
+def read_range(path: Path, cfg: ReadConfig, encoding: str, bom: int, start: int, end: int) -> tuple[FileStats, Iterator[Row]]:
+    """Stats and rows of one byte range from `plan_ranges` (rows and lines numbered from 1 in
+    the range; the whole-file checks are the caller's: `check_rows`, `check_jsonl_field`)."""
+    fmt = detect_format(path, cfg.format)
+    stats = FileStats(str(path), fmt, encoding)
+    reader = {"txt": _read_txt, "jsonl": _read_jsonl}[fmt]
+    rows = reader(path, cfg, stats, lambda n: None, encoding, bom, fmt, (start, end))
+
+    def counted() -> Iterator[Row]:
+        for r in rows:
+            stats.rows += 1
+            yield r
+
+    return stats, counted()
+
+
+def check_rows(path: Path, cfg: ReadConfig, stats: FileStats) -> None:
+    """A file without rows is an error unless read.allow_empty_files (stats of the whole file)."""
     if stats.rows == 0 and not cfg.allow_empty_files:
         what = "is empty" if stats.bytes == 0 else "has no rows (only blank lines or a header)"
         raise InputError(path, f"the file {what}", "remove it from input=, or set prepare.read.allow_empty_files=true")
 
 
-def _lines(path, cfg, stats, advance, encoding, bom):
-    """Decoded physical lines: (line number, text or None, problem or None)."""
-    with _open_binary(path) as f:
-        for line_no, raw in _physical_lines(f, stats, advance, bom, cfg.max_line_bytes):
+def _checked(path: Path, cfg: ReadConfig, stats: FileStats, rows: Iterator[Row]) -> Iterator[Row]:
+    for r in rows:
+        stats.rows += 1
+        yield r
+    check_rows(path, cfg, stats)
+
+
+def _lines(path, cfg, stats, advance, encoding, bom, span=None):
+    """Decoded physical lines: (line number, text or None, problem or None). With `span`
+    (start, end): the lines of that byte range of an uncompressed file, numbered from 1."""
+    with _open_binary(path) if span is None else _ByteRange(path, *span) as f:
+        skip = bom if span is None or span[0] == 0 else 0
+        for line_no, raw in _physical_lines(f, stats, advance, skip, cfg.max_line_bytes, hashed=span is None):
             if raw is None:
                 yield line_no, None, f"line longer than read.max_line_bytes={cfg.max_line_bytes}"
             else:
@@ -250,11 +345,11 @@ def _lines(path, cfg, stats, advance, encoding, bom):
                 yield line_no, text, problem
 
 
-def _read_txt(path, cfg, stats, advance, encoding, bom, fmt) -> Iterator[Row]:
+def _read_txt(path, cfg, stats, advance, encoding, bom, fmt, span=None) -> Iterator[Row]:
     src = str(path)
     if cfg.txt_documents == "line":
         row = 0
-        for line_no, text, problem in _lines(path, cfg, stats, advance, encoding, bom):
+        for line_no, text, problem in _lines(path, cfg, stats, advance, encoding, bom, span):
             if text is not None and not text.strip() and problem is None:
                 stats.blank_lines += 1
                 continue
@@ -262,6 +357,7 @@ def _read_txt(path, cfg, stats, advance, encoding, bom, fmt) -> Iterator[Row]:
             yield _row_or_reject(src, row, line_no, text, problem)
         return
     # Paragraph mode: a document is a run of non-blank lines.
+    assert span is None, "paragraph mode is read whole (a paragraph may cross any line)"
     row, start, buf, problems = 0, None, [], []
     for line_no, text, problem in _lines(path, cfg, stats, advance, encoding, bom):
         if text is not None and not text.strip() and problem is None:
@@ -287,9 +383,12 @@ def _row_or_reject(src: str, row: int, line: int, text: str | None, problem: str
     return Row(src, row, line, text, reject=reason, detail=problem)
 
 
-def _read_jsonl(path, cfg, stats, advance, encoding, bom, fmt) -> Iterator[Row]:
-    src, row, field_seen, first_keys = str(path), 0, False, None
-    for line_no, text, problem in _lines(path, cfg, stats, advance, encoding, bom):
+def _read_jsonl(path, cfg, stats, advance, encoding, bom, fmt, span=None) -> Iterator[Row]:
+    """Rows of a JSON Lines file; with `span`, of that byte range (the whole-file checks,
+    a JSON array and a text_field no object has, are then the caller's: see FileStats)."""
+    src, row = str(path), 0
+    first_range = span is None or span[0] == 0
+    for line_no, text, problem in _lines(path, cfg, stats, advance, encoding, bom, span):
         if text is not None and not text.strip() and problem is None:
             stats.blank_lines += 1
             continue
@@ -297,7 +396,7 @@ def _read_jsonl(path, cfg, stats, advance, encoding, bom, fmt) -> Iterator[Row]:
         if problem:
             yield _row_or_reject(src, row, line_no, text, problem)
             continue
-        if row == 1 and text.lstrip().startswith("["):
+        if row == 1 and first_range and text.lstrip().startswith("["):
             raise InputError(path, "this is a JSON array, not JSON Lines (one object per line)",
                              f"convert it: jq -c '.[]' '{path}' > '{path.with_suffix('.jsonl').name}'", line=line_no)
         try:
@@ -309,21 +408,28 @@ def _read_jsonl(path, cfg, stats, advance, encoding, bom, fmt) -> Iterator[Row]:
             yield Row(src, row, line_no, text, reject="jsonl_not_object",
                       detail=f"expected a JSON object with key '{cfg.text_field}', got {type(obj).__name__}")
             continue
-        first_keys = first_keys if first_keys is not None else list(obj)
+        if stats.first_keys is None:
+            stats.first_keys = list(obj)
         value = obj.get(cfg.text_field)
         fields = {k: obj.get(k) for k in cfg.keep_fields}
         if cfg.text_field not in obj or value is None:
             yield Row(src, row, line_no, text, fields, reject="missing_field", detail=f"no '{cfg.text_field}' key")
             continue
-        field_seen = True
+        stats.field_seen = True
         if not isinstance(value, str):
             yield Row(src, row, line_no, text, fields, reject="text_not_string",
                       detail=f"'{cfg.text_field}' is a {type(value).__name__}")
             continue
         yield Row(src, row, line_no, value, fields)
-    if row and first_keys is not None and not field_seen:
-        raise InputError(path, f"no object in the file has the key '{cfg.text_field}' (keys of the first object: {first_keys})",
-                         "set prepare.read.text_field to the key that holds the text")
+    if span is None:
+        check_jsonl_field(path, cfg, stats)
+
+
+def check_jsonl_field(path, cfg: ReadConfig, stats: FileStats) -> None:
+    """A jsonl file whose objects all lack read.text_field is a config mistake, not rows to reject."""
+    if stats.rows and stats.first_keys is not None and not stats.field_seen:
+        raise InputError(path, f"no object in the file has the key '{cfg.text_field}' (keys of the first object: "
+                         f"{stats.first_keys})", "set prepare.read.text_field to the key that holds the text")
 
 
 def _read_csv(path, cfg, stats, advance, encoding, bom, fmt) -> Iterator[Row]:

@@ -25,6 +25,7 @@ import logging
 import shutil
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +33,15 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from workbench.config import PrepareConfig
+from workbench.config import PrepareConfig, shard_bytes
 from workbench.corpus.dedup import EXACT, KEEP, NEAR, FingerprintWriter, find_duplicates
-from workbench.corpus.process import Batch, BatchProcessor, candidate_schema, effective_workers, excerpt, ordered_map
-from workbench.corpus.readers import expand_inputs, read_file
+from workbench.corpus.process import (Batch, BatchProcessor, RangeResult, RangeTask, candidate_schema,
+                                      effective_workers, excerpt, ordered_map, reject_json)
+from workbench.corpus.readers import (FileStats, check_jsonl_field, check_rows, detect_format, expand_inputs,
+                                      plan_ranges, read_file, sniff_encoding, splittable)
 from workbench.corpus.split import SPLITS
 from workbench.errors import InputError
-from workbench.manifest import atomic_output_dir, owns_output, save_shards, write_manifest
+from workbench.manifest import atomic_output_dir, owns_output, save_shards, sha256_file, write_manifest
 
 log = logging.getLogger("workbench.prepare")
 
@@ -58,6 +61,7 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
     log.info("prepare: %d file(s), %.1f MB → %s", len(files), total_bytes / 1e6, out_dir)
 
     workers = effective_workers(cfg, total_bytes)
+    range_bytes = shard_bytes(cfg.batch_bytes)
     cfg, minhash_choice = resolve_minhash(cfg, files)
     # One worker in this process: its processor is made here, once (with its decontamination
     # index, which can be large); worker processes and Dask workers each make their own.
@@ -92,9 +96,24 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
                 open(tmp / "rejects.jsonl", "w", encoding="utf-8") as rejects, \
                 tqdm(total=total_bytes, unit="B", unit_scale=True, desc="prepare", disable=None, mininterval=1) as bar:
 
+            # Worker processes read large txt/jsonl files themselves, a byte range each; the
+            # main process hashes those files on a thread (hashlib releases the GIL).
+            ranged = reads_in_workers(cfg, workers)
+            hasher = ThreadPoolExecutor(1) if ranged else None
+            hashes: dict[int, Any] = {}
+
             def batches():
-                # ---- 1. stream the rows, in batches that never span two files
+                # ---- 1. stream the rows, in batches / byte ranges that never span two files
                 for file_idx, path in enumerate(files):
+                    if ranged and splittable(path, cfg.read):
+                        encoding, bom = sniff_encoding(path, cfg.read.encoding)
+                        file_stats.append(FileStats(str(path), detect_format(path, cfg.read.format), encoding,
+                                                    bytes=path.stat().st_size))
+                        hashes[file_idx] = hasher.submit(sha256_file, path)
+                        spans = plan_ranges(path, range_bytes)
+                        for i, (start, end) in enumerate(spans):
+                            yield RangeTask(file_idx, str(path), encoding, bom, start, end, i == len(spans) - 1)
+                        continue
                     stats, rows = read_file(path, cfg.read, bar.update)
                     file_stats.append(stats)
                     source, buf = str(path), []
@@ -107,27 +126,54 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
                     if buf:
                         yield Batch(file_idx, source, buf)
 
-            for res in ordered_map(cfg, batches(), workers, processor=local):
+            def take(res) -> None:
                 counts["in"] += res.rows
                 per_file[res.file_idx]["in"] += res.rows
                 per_file[res.file_idx]["rejected"] += len(res.rejects)
                 reasons.update(res.reasons)
                 cleaning_edits.update(res.cleaning_edits)
                 if res.rejects:
-                    rejects.write("\n".join(res.rejects) + "\n")
+                    rejects.write("\n".join(map(reject_json, res.rejects)) + "\n")
                 if res.candidates.num_rows:
                     candidates.write_batch(res.candidates)
                 fingerprints.write(res.exact, res.sig, res.bands)
+
+            try:
+                for res in ordered_map(cfg, batches(), workers, processor=local):
+                    if not isinstance(res, RangeResult):
+                        take(res)
+                        continue
+                    whole, part = file_stats[res.task.file_idx], res.stats
+                    for r in res.results:  # numbered within the range: shift by the ranges before
+                        take(r.shifted(whole.rows, whole.lines))
+                    whole.rows += part.rows
+                    whole.lines += part.lines
+                    whole.blank_lines += part.blank_lines
+                    whole.field_seen |= part.field_seen
+                    whole.first_keys = whole.first_keys if whole.first_keys is not None else part.first_keys
+                    bar.update(res.task.end - res.task.start)
+                    if res.task.last:
+                        path = Path(res.task.path)
+                        check_rows(path, cfg.read, whole)
+                        if whole.format == "jsonl":
+                            check_jsonl_field(path, cfg.read, whole)
+                        whole.sha256 = hashes.pop(res.task.file_idx).result()
+            finally:
+                if hasher is not None:
+                    hasher.shutdown(cancel_futures=True)
         fingerprints.close()
         n = fingerprints.n
         if counts["in"] == 0:
             raise InputError(", ".join(map(str, files)), "no input rows at all", "check prepare.input and prepare.read")
 
         # ---- 2. duplicates
+        phases = {"stream_s": time.time() - started}
         log.info("prepare: %d candidate documents, looking for duplicates", n)
         dups = find_duplicates(work / "fingerprints", n, cfg.dedup)
+        phases["find_duplicates_s"] = time.time() - started - sum(phases.values())
         cand = datasets.Dataset.from_file(str(work / "candidates.arrow"))  # memory-mapped
         _write_duplicates(tmp / "duplicates.jsonl", cand, dups)
+        phases["write_duplicates_s"] = time.time() - started - sum(phases.values())
 
         # ---- 3. write the kept documents per split
         file_idx = cand.data.column("file_idx").to_numpy()
@@ -146,6 +192,7 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
         shards = save_shards(datasets.DatasetDict(splits), tmp / "dataset", cfg.shard_size)
         del cand
         shutil.rmtree(work)
+        phases["write_splits_s"] = time.time() - started - sum(phases.values())
 
         counts_out = {
             "in": counts["in"],
@@ -171,12 +218,22 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
             hash_exclude=tuple(f"dataset/{s}/state.json" for s in splits),
             extra={"execution": {"engine": cfg.engine, "workers": workers if not cfg.scheduler else None,
                                  "scheduler": cfg.scheduler, "batch_rows": cfg.batch_rows,
+                                 "batch_bytes": cfg.batch_bytes if reads_in_workers(cfg, workers) else None,
                                  # CPU of this (reading / writing) process alone: its ceiling on many cores
-                                 "main_process_cpu_s": round(time.process_time() - cpu_started, 2)},
+                                 "main_process_cpu_s": round(time.process_time() - cpu_started, 2),
+                                 # wall seconds: reading + the workers, then the single-process tail
+                                 "phases_s": {k[:-2]: round(v, 2) for k, v in phases.items()}},
                    "shards": shards, "minhash": minhash_choice},
         )
     _print_summary(manifest, out_dir)
     return manifest
+
+
+def reads_in_workers(cfg: PrepareConfig, workers: int) -> bool:
+    """Whether worker processes read txt/jsonl byte ranges themselves (PrepareConfig.read_in_workers)."""
+    if cfg.read_in_workers is not None:
+        return cfg.read_in_workers and (cfg.engine == "dask" or workers > 1)
+    return cfg.engine == "local" and workers > 1
 
 
 AUTO_MINHASH_SAMPLE, AUTO_MINHASH_FILES, AUTO_MINHASH_SHORT = 1000, 4, 150
