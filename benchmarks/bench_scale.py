@@ -13,8 +13,9 @@ unless --keep-work; research text is never copied into the repository)
     recorded, so the recall of prepare's dedup on them is measured, not assumed.
 
 What it measures (each command is the real CLI, the only child of a wrapper process that
-reads its exact peak RSS from getrusage and samples RSS every 50 ms; one run each, in the
-order baseline, prepare workers=1, prepare workers=2, segment num_proc=1, segment num_proc=2)
+reads its exact peak RSS from getrusage and samples RSS every 50 ms; prepare in --repeats
+interleaved rounds of baseline, workers=1, workers=2, figures are per-run medians; then
+segment num_proc=1 and 2 once each)
     - baseline: datasets.load_dataset("text") + exact dedup of stripped lines (pandas) +
       a seeded hash split + save_to_disk (what a plain HF script does; no cleaning, no
       near-duplicates);
@@ -145,6 +146,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size-mb", type=float, default=1024.0, help="corpus size in MiB (>= 1024 for the issue)")
     ap.add_argument("--keep-work", action="store_true")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds of the prepare runs (medians)")
     args = ap.parse_args()
     if not SHARED.is_dir():
         sys.exit(f"{SHARED} is missing: the benchmark needs ../shared/data")
@@ -165,29 +167,51 @@ def main() -> None:
     res: dict = {"corpus": info, "machine": machine_info(), "runs": {}}
     py = sys.executable
 
-    def run(name: str, cmd: list[str], mib: float) -> dict:
+    def once(name: str, cmd: list[str], mib: float, output: Path | None = None) -> dict:
         r = measure(cmd)
         rec = {"wall_s": round(r["wall_s"], 1), "mib_per_s": round(mib / r["wall_s"], 2),
                "peak_rss_mib": round(r["maxrss_kib"] / 1024), "cpu_user_s": round(r["user_s"], 1),
                "peak_anon_mib": round(max((rss - sh for _, rss, sh in r["rss_samples"]), default=0) / MB)}
-        t_dedup = next((t for t, l in r["stderr"] if "looking for duplicates" in l), None)
-        if t_dedup is not None:  # prepare: the single-process tail (dedup pass + writing the splits)
-            rec["dedup_and_write_s"] = round(r["wall_s"] - t_dedup, 1)
+        manifest = output / "manifest.json" if output is not None else None
+        if manifest is not None and manifest.exists():  # prepare: its phases (stream, then the single-process tail)
+            ex = json.loads(manifest.read_text())["execution"]
+            rec["phases_s"] = ex.get("phases_s")
+            rec["main_process_cpu_s"] = ex.get("main_process_cpu_s")
+            if rec["phases_s"]:
+                rec["dedup_and_write_s"] = round(sum(v for k, v in rec["phases_s"].items() if k != "stream"), 1)
+        print(f"    {name}: {rec['wall_s']} s", flush=True)
+        return rec
+
+    def record(name: str, recs: list[dict]) -> dict:
+        """The median run (by wall time) of `recs`, with every run's wall time."""
+        med = sorted(recs, key=lambda x: x["wall_s"])[len(recs) // 2]
+        rec = {**med, "walls_s": [x["wall_s"] for x in recs]}
         res["runs"][name] = rec
+        reps = f"  (runs {', '.join(f'{w:.1f}' for w in rec['walls_s'])})" if len(recs) > 1 else ""
         line = (f"  {name:<22} {rec['wall_s']:8.1f} s  {rec['mib_per_s']:7.2f} MiB/s  peak RSS {rec['peak_rss_mib']:,} MiB"
-                f" (anonymous {rec['peak_anon_mib']:,})")
+                f" (anonymous {rec['peak_anon_mib']:,}){reps}")
         print(line, flush=True)
         out.append(line)
         return rec
 
-    out.append("\nprepare (whole CLI process, start-up included):")
+    def run(name: str, cmd: list[str], mib: float) -> dict:
+        return record(name, [once(name, cmd, mib)])
+
+    out.append(f"\nprepare (whole CLI process, start-up included; {args.repeats} interleaved rounds, medians):")
     print(out[-1])
-    run("baseline", [py, "-c", PLAIN_PREPARE, str(corpus), str(WORK / "baseline"), str(WORK / "hf-cache")], size_mib)
-    shutil.rmtree(WORK / "hf-cache", ignore_errors=True)
-    shutil.rmtree(WORK / "baseline", ignore_errors=True)
-    for w in (1, 2):
-        run(f"prepare workers={w}", [py, "-m", "workbench", "prepare", f"input={corpus}", f"output={WORK / f'p{w}'}",
-                                     f"workers={w}"], size_mib)
+    runs: dict[str, list[dict]] = {"baseline": [], "prepare workers=1": [], "prepare workers=2": []}
+    for _ in range(args.repeats):
+        runs["baseline"].append(once("baseline", [py, "-c", PLAIN_PREPARE, str(corpus), str(WORK / "baseline"),
+                                                  str(WORK / "hf-cache")], size_mib))
+        shutil.rmtree(WORK / "hf-cache", ignore_errors=True)
+        shutil.rmtree(WORK / "baseline", ignore_errors=True)
+        for w in (1, 2):
+            shutil.rmtree(WORK / f"p{w}", ignore_errors=True)
+            runs[f"prepare workers={w}"].append(once(
+                f"prepare workers={w}", [py, "-m", "workbench", "prepare", f"input={corpus}",
+                                         f"output={WORK / f'p{w}'}", f"workers={w}"], size_mib, WORK / f"p{w}"))
+    for name, recs in runs.items():
+        record(name, recs)
     m1 = json.loads((WORK / "p1" / "manifest.json").read_text())
     m2 = json.loads((WORK / "p2" / "manifest.json").read_text())
     same = (m1["counts"] == m2["counts"] and
@@ -200,8 +224,8 @@ def main() -> None:
         "vs_baseline_workers_2": round(r["baseline"]["wall_s"] / r["prepare workers=2"]["wall_s"], 3),
         "speedup_2_workers": round(r["prepare workers=1"]["wall_s"] / r["prepare workers=2"]["wall_s"], 2),
         "identical_outputs": same, "counts": m1["counts"], "shards": m1.get("shards"),
-        "main_process_cpu_s": {"workers=1": m1["execution"].get("main_process_cpu_s"),
-                               "workers=2": m2["execution"].get("main_process_cpu_s")},
+        "main_process_cpu_s": {"workers=1": r["prepare workers=1"].get("main_process_cpu_s"),
+                               "workers=2": r["prepare workers=2"].get("main_process_cpu_s")},
         "planted_duplicates": rc}
     p = res["prepare"]
     lines = [f"  prepare vs baseline: {p['vs_baseline_workers_1']}x (1 worker), {p['vs_baseline_workers_2']}x (2 workers);"
@@ -213,7 +237,9 @@ def main() -> None:
              f"{rc['near']['true_jaccard_at_or_above_0.8']['n']:,} whose exact shingle Jaccard is >= 0.8, "
              f"{rc['near']['true_jaccard_below_0.8']['dropped']:.2%} of the {rc['near']['true_jaccard_below_0.8']['n']:,} below)",
              f"  shards: {', '.join(f'{k} {len(v)}' for k, v in (m1.get('shards') or {}).items())}; main process CPU "
-             f"{m2['execution'].get('main_process_cpu_s')} s of {r['prepare workers=2']['wall_s']} s wall at 2 workers"]
+             f"{r['prepare workers=2'].get('main_process_cpu_s')} s of {r['prepare workers=2']['wall_s']} s wall at 2 workers",
+             f"  phases at 2 workers (wall s): {r['prepare workers=2'].get('phases_s')}; at 1 worker: "
+             f"{r['prepare workers=1'].get('phases_s')}"]
     print("\n".join(lines), flush=True)
     out += lines
 
@@ -265,14 +291,15 @@ def main() -> None:
     # projection
     w1 = r["prepare workers=1"]
     worker_cpu_per_mib = w1["cpu_user_s"] / size_mib
-    main_cpu = m2["execution"].get("main_process_cpu_s") or 0.0
+    main_cpu = r["prepare workers=2"].get("main_process_cpu_s") or 0.0
     main_cpu_per_mib = main_cpu / size_mib
     docs_per_gib = info["docs"] / (info["bytes"] / 2**30)
     proj = {"assumptions": [
         "worker CPU per MiB as measured at workers=1 (cleaning, decontamination, fingerprints), spread evenly over 64 cores",
-        "the main process (reading, writing Arrow, rejects) stays one process: its CPU per MiB at workers=2 is a ceiling",
+        "the main process (planning byte ranges, hashing the files, writing Arrow, fingerprints and rejects; the "
+        "workers read txt/jsonl themselves) stays one process: its CPU per MiB at workers=2 is a ceiling",
         "the dedup pass (find_duplicates) is one process: a sort of 8-byte keys per band, O(n log n), RAM ~24 bytes x docs",
-        "fingerprint files on disk: 4 x num_perm + 8 x bands + 8 bytes per document",
+        "fingerprint files on disk: 2 x num_perm (16-bit signatures) + 8 x bands + 8 bytes per document",
         "text like this corpus (mean document size as built); a corpus of short posts has ~10x the documents per GiB"],
         "worker_cpu_s_per_mib": round(worker_cpu_per_mib, 3), "main_cpu_s_per_mib": round(main_cpu_per_mib, 3),
         "docs_per_gib": round(docs_per_gib)}
@@ -286,8 +313,8 @@ def main() -> None:
                                "measured seconds per MiB (the sorts are n log n: slightly optimistic)")
     proj.update({"hours_64_cores_100_gib": round((max(t_workers, t_main) + t_tail) / 3600, 2),
                  "tail_s_per_mib": round(tail_per_mib, 4), "tail_hours": round(t_tail / 3600, 2),
-                 "bound_by": "main process (reading/writing)" if t_main > t_workers else "workers",
-                 "fingerprint_disk_gib": round(docs * (4 * 128 + 8 * 16 + 8) / 2**30, 1),
+                 "bound_by": "main process (writing)" if t_main > t_workers else "workers",
+                 "fingerprint_disk_gib": round(docs * (2 * 128 + 8 * 16 + 8) / 2**30, 1),
                  "dedup_sort_ram_gib": round(docs * 24 / 2**30, 1), "documents": round(docs)})
     res["projection_64_cores_100_gib"] = proj
     lines = ["\nprojection, 100 GiB on 64 cores (from the figures above; assumptions in the JSON):",
