@@ -255,3 +255,24 @@ def test_random_student_of_a_given_shape():
     bad = load_stage_config("distil", None, ["teacher=t", "init=random", "student_config={hidden_size: 15}"])
     with pytest.raises(StageInputError, match="not a multiple of num_attention_heads"):
         build_student(teacher, bad, seed=0)
+
+
+def test_precision_is_honoured(teacher, tmp_path, caplog):
+    """distil trains in the precision asked for, like finetune: bf16 autocast on this CPU
+    changes the student's weights against fp32; fp16 without a GPU falls back to fp32 (same
+    weights as fp32) and says so; the resolved precision is recorded in metrics.json."""
+    from safetensors.torch import load_file
+
+    from workbench.config import load_stage_config
+    from workbench.stages import distil
+
+    args = [f"teacher={teacher / 'teacher'}", "max_steps=4", "latency_repeats=0", *FAST]
+    weights, recorded = {}, {}
+    for p in ("fp32", "bf16", "fp16"):
+        distil.run(load_stage_config("distil", None, [*args, f"precision={p}", f"output={tmp_path / p}"]))
+        weights[p] = load_file(tmp_path / p / "model.safetensors")
+        recorded[p] = json.loads((tmp_path / p / "metrics.json").read_text(encoding="utf-8"))["distil"]["precision"]
+    assert recorded == {"fp32": "fp32", "bf16": "bf16", "fp16": "fp32"}
+    assert all(torch.equal(weights["fp32"][k], weights["fp16"][k]) for k in weights["fp32"])
+    assert not all(torch.equal(weights["fp32"][k], weights["bf16"][k]) for k in weights["fp32"])
+    assert "precision=fp16 needs a GPU" in caplog.text

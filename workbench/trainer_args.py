@@ -110,6 +110,22 @@ def training_arguments(settings: dict[str, Any], trainer: dict[str, Any], needed
         raise ConfigError([f"{needed_by}: TrainingArguments refused the settings ({keys}): {e}"]) from None
 
 
+def resolve_precision(precision: str, stage: str) -> str:
+    """The precision a run trains in: auto → bf16 on a GPU that supports it, else fp32;
+    fp16 needs a GPU (on CPU it falls back to fp32, with a warning)."""
+    import logging
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if precision == "auto":
+        return "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "fp16" and not cuda:
+        logging.getLogger(f"workbench.{stage}").warning("%s: precision=fp16 needs a GPU; training in fp32 on CPU", stage)
+        return "fp32"
+    return precision
+
+
 @contextlib.contextmanager
 def tensorboard_dir(path):
     """TENSORBOARD_LOGGING_DIR=path while a Trainer is built (its TensorBoardCallback reads

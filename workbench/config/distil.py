@@ -72,6 +72,8 @@ class DistilConfig(StageConfig):
     """Timed repeats per model and batch size, teacher and student interleaved; the median is reported. 0 skips the latency measurement."""
     latency_threads: int | None = 1
     """torch CPU threads while timing (1: comparable on a shared machine); null keeps torch's setting."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Mixed precision of the student's training (as in finetune). auto: bf16 on a GPU that supports it, else fp32; fp16 needs a GPU (on CPU it falls back to fp32)."""
     trainer: dict[str, Any] = {}
     """Other `transformers.TrainingArguments` fields, passed through (as in finetune)."""
 

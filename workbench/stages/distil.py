@@ -54,7 +54,7 @@ from workbench.stages.finetune import _eval_callback, _trainer_class, read_recor
 from workbench.tasks.heads import TASK_FILE, TaskSpec, load_task_model
 from workbench.tasks.labels import LabelMap, check_labels
 from workbench.tasks.metrics import mean_std, summarize_runs
-from workbench.trainer_args import tensorboard_dir, training_arguments
+from workbench.trainer_args import resolve_precision, tensorboard_dir, training_arguments
 
 log = logging.getLogger("workbench.distil")
 
@@ -259,6 +259,7 @@ def train_student(cfg: DistilConfig, teacher, spec: TaskSpec, tok, feats: list[d
     student, made = build_student(teacher, cfg, seed)
     student.accepts_loss_kwargs = False
     cuda = torch.cuda.is_available()
+    precision = resolve_precision(cfg.precision, "distil")
     args = training_arguments(dict(
         output_dir=str(work / f"seed-{seed}"),
         num_train_epochs=cfg.epochs,
@@ -268,6 +269,8 @@ def train_student(cfg: DistilConfig, teacher, spec: TaskSpec, tok, feats: list[d
         weight_decay=cfg.weight_decay,
         warmup_steps=cfg.warmup_ratio,
         lr_scheduler_type="linear",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
         eval_strategy="no",  # finetune's callback evaluates with the predict code path
         save_strategy="no",  # the best weights are kept in memory
         logging_strategy="steps",
@@ -440,6 +443,7 @@ def run(cfg: DistilConfig) -> dict[str, Any]:
         "student": side(student, best_run["valid"], best_run["test"], None),
         "student_made": made,
         "temperature": cfg.temperature, "alpha": cfg.alpha,
+        "precision": resolve_precision(cfg.precision, "distil"),
         "teacher_valid": teacher_valid, "teacher_test": teacher_test,
         "teacher_logits_s": teacher_logits_s,
         "latency": latency,
