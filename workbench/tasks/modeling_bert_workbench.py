@@ -38,7 +38,10 @@ Load it in one of these ways (config.json maps the Auto classes to this file):
 
 Plain ``pipeline(..., model=DIR)`` refuses the directory (its model type ``bert_workbench``
 is not built into transformers) rather than load it as a stock BERT and silently drop the
-pooling, the mix or the adapters.
+pooling, the mix or the adapters. A QA model (``BertWorkbenchForQuestionAnswering``, a layer
+mix and/or adapters; transformers 5 has no question-answering pipeline) is run by the export's
+``qa_inference.py``, which loads it with ``AutoModelForQuestionAnswering`` and
+``trust_remote_code=True`` because config.json says ``bert_workbench``.
 """
 
 from __future__ import annotations
