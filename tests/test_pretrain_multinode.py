@@ -129,14 +129,23 @@ def test_two_nodes_on_localhost_train_checkpoint_kill_and_resume(pretrain_chain,
 def test_a_two_process_checkpoint_resumes_on_one_process(pretrain_chain, tmp_path, engine):
     run, out, ckpt = pretrain_chain, tmp_path / "pretrain", tmp_path / "pretrain-checkpoints"
     ds = [f"deepspeed={REPO / 'configs' / 'deepspeed' / 'zero2.json'}"] if engine != "ddp" else []
+    port = _free_port()
     if ds:
-        first_cmd = [str(BIN / "deepspeed"), "--num_gpus", "2", "--master_port", str(_free_port()), "--module",
+        first_cmd = [str(BIN / "deepspeed"), "--num_gpus", "2", "--master_port", str(port), "--module",
                      "workbench", *_args(run, out, *ds)]
     else:
-        first_cmd = [str(BIN / "torchrun"), "--nproc-per-node", "2", "--master-port", str(_free_port()), "-m",
+        first_cmd = [str(BIN / "torchrun"), "--nproc-per-node", "2", "--master-port", str(port), "-m",
                      "workbench", *_args(run, out)]
     reached = _kill_at_first_checkpoint([_start(first_cmd, tmp_path / "first.log")], ckpt, [tmp_path / "first.log"])
     if ds:
+        # The killed ranks could not release DeepSpeed's /dev/shm segments: `workbench clean` does.
+        from test_pretrain_deepspeed import _shm_segments
+
+        from workbench.stages import clean
+
+        leaked = _shm_segments(port)
+        clean.run(clean.CleanupConfig(path=str(tmp_path / "nothing-here")))
+        assert leaked and not any(p.exists() for p in leaked)
         # What the resume will load: the fp32 master weights rebuilt from the ZeRO partitions
         # fit the model and equal the whole module weights HF saved beside them.
         import torch

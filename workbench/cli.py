@@ -94,6 +94,10 @@ def entry() -> None:
     run as failed and kills the other ranks. Skipping those destructors is the usual cure."""
     rc = main()
     if "LOCAL_RANK" in os.environ and "torch.distributed" in sys.modules:
+        if "deepspeed" in sys.modules:  # os._exit skips atexit: release DeepSpeed's /dev/shm segment here
+            from workbench import deepspeed_shm
+
+            deepspeed_shm.release_own()
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):
             try:

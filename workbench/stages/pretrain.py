@@ -35,9 +35,10 @@ DeepSpeed lives only in its JSON config (configs/deepspeed/), handed to Training
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import logging
-import contextlib
 import math
 import os
 import shutil
@@ -48,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from workbench import deepspeed_shm
 from workbench.config import PretrainConfig
 from workbench.deepspeed_config import check_deepspeed_config
 from workbench.errors import StageInputError
@@ -544,6 +546,9 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
     tok = install_char_map(tok, (upstream.get("tokenizer") or {}).get("char_map") or {})
     model_vocab = check_blocks_vocab(in_dir, upstream, cfg.model, tok, needed_by="pretrain")
     if cfg.deepspeed:
+        # DeepSpeed's CPU allreduce leaves a ~66 MB shared-memory segment per rank in /dev/shm
+        # (memory) unless it is unlinked: see workbench/deepspeed_shm.py.
+        atexit.register(deepspeed_shm.release_own)
         check_deepspeed_config(cfg.deepspeed, needed_by="pretrain",  # before the (slow) model load
                                settings={"schedule": cfg.schedule, "warmup_ratio": cfg.warmup_ratio, "lr": cfg.lr,
                                          "weight_decay": cfg.weight_decay})
