@@ -49,7 +49,7 @@ from workbench.tasks.heads import TaskSpec, add_lora, load_for_finetune, save_cr
 from workbench.tasks.labels import LabelMap, check_labels, infer_label_map
 from workbench.tasks.metrics import mean_std, summarize_runs
 from workbench.tasks.tags import tag_list
-from workbench.trainer_args import tensorboard_dir, training_arguments
+from workbench.trainer_args import resolve_precision, tensorboard_dir, training_arguments
 from workbench.vocab.tokenizer import load_tokenizer, unk_report
 
 log = logging.getLogger("workbench.finetune")
@@ -270,12 +270,7 @@ def train_one(cfg: FinetuneConfig, spec: TaskSpec, tok, feats: list[dict], valid
     trainable, total = parameter_counts(model)
     model.accepts_loss_kwargs = False  # the heads return a per-batch mean loss
     cuda = torch.cuda.is_available()
-    precision = cfg.precision
-    if precision == "auto":
-        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
-    if precision == "fp16" and not cuda:
-        log.warning("finetune: precision=fp16 needs a GPU; training in fp32 on CPU")
-        precision = "fp32"
+    precision = resolve_precision(cfg.precision, "finetune")
     args = training_arguments(dict(
         output_dir=str(work / f"seed-{seed}"),
         num_train_epochs=cfg.epochs,
