@@ -357,6 +357,14 @@ def test_replay_mixture_is_achieved_and_survives_a_kill(chain, other_segmented, 
     # A different seed draws other blocks, the same shares.
     c = _pretrain(chain, tmp_path / "c", *args, "seed=1")
     assert c["mixture"]["blocks_trained"] == mix["blocks_trained"]
+    # A checkpoint without mixture.json (e.g. written with dataloader_workers > 0): the count
+    # restarts at the resume and the report says from which step, rather than pass a part for the whole.
+    with pytest.raises(KeyboardInterrupt):
+        _pretrain(chain, tmp_path / "d", *args, callbacks=[_Crash(14).callback])
+    (tmp_path / "d-checkpoints" / "checkpoint-10" / "mixture.json").unlink()
+    d = _pretrain(chain, tmp_path / "d", *args)
+    assert d["mixture"]["counted_from_step"] == 10 and sum(d["mixture"]["blocks_trained"]) == 10 * 8
+    assert "counted from step 10" in d["mixture"]["note"]
 
 
 def test_replay_refuses_bad_weights_and_foreign_vocabularies(chain, other_segmented, tmp_path):

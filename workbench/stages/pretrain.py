@@ -666,6 +666,10 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
         mix_counted = np.zeros(len(mixture["sources"]), dtype=np.int64)
         if resume_from is not None and (resume_from / "mixture.json").is_file():
             mix_counted += np.array(json.loads((resume_from / "mixture.json").read_text())["blocks"], dtype=np.int64)
+        elif resume_from is not None:  # e.g. written with dataloader_workers > 0: the count restarts here
+            mixture["counted_from_step"] = int(resume_from.name.rsplit("-", 1)[1])
+            log.warning("pretrain: %s has no mixture.json; the achieved mixture is counted from step %d on",
+                        resume_from, mixture["counted_from_step"])
         log.info("pretrain: replay mixture %s over %s blocks (%s)", ", ".join(
             f"{n} {w:.0%}" for n, w in zip(mixture["sources"], mixture["target"])), f"{len(train_ds):,}",
             ", ".join(f"{b:,} drawn from {t:,}" for b, t in zip(mixture["blocks_planned"], mixture["source_blocks"])))
@@ -893,8 +897,14 @@ def _mixture_report(mixture: dict | None, counted: np.ndarray | None, cfg: Pretr
     out["achieved"] = [round(int(c) / total, 5) if total else None for c in counted]
     out["max_abs_deviation"] = (round(max(abs(int(c) / total - w) for c, w in zip(counted, mixture["target"])), 5)
                                 if total else None)
+    notes = []
+    if out.get("counted_from_step"):
+        notes.append(f"counted from step {out['counted_from_step']} on (the checkpoint resumed from had no "
+                     "mixture.json)")
     if world_size > 1:
-        out["note"] = f"counted on rank 0 (its 1/{world_size} of the blocks)"
+        notes.append(f"counted on rank 0 (its 1/{world_size} of the blocks)")
+    if notes:
+        out["note"] = "; ".join(notes)
     return out
 
 
