@@ -127,9 +127,9 @@ class RangeResult:
 
 
 def reject_json(rec: tuple) -> str:
-    source, row, line, reason, detail, text = rec
+    source, row, line, reason, detail, text_excerpt = rec
     return json.dumps({"file": source, "row": row, "line": line, "reason": reason, "detail": detail,
-                       "excerpt": excerpt(text)}, ensure_ascii=False)
+                       "excerpt": text_excerpt}, ensure_ascii=False)
 
 
 class BatchProcessor:
@@ -156,7 +156,7 @@ class BatchProcessor:
 
         def reject(row, line, reason, detail, text):
             reasons[reason] += 1
-            rejects.append((batch.source, row, line, reason, detail, text))
+            rejects.append((batch.source, row, line, reason, detail, excerpt(text)))  # not the whole text
 
         for row, line, raw, bad, detail, kept in batch.rows:
             if bad:
