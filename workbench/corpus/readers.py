@@ -257,28 +257,29 @@ def splittable(path: Path, cfg: ReadConfig) -> bool:
     return fmt == "jsonl" or (fmt == "txt" and cfg.txt_documents == "line")
 
 
-def plan_ranges(path: Path, target: int) -> list[tuple[int, int]]:
+def plan_ranges(path: Path, target: int) -> Iterator[tuple[int, int]]:
     """[start, end) byte ranges of about `target` bytes covering the file, each but the last
-    ending just after a b"\n" (an overlong line makes its range longer)."""
+    ending just after a b"\n" (an overlong line makes its range longer). Lazy: on a 100 GB
+    file the first range is handed out before the later cuts are looked for."""
     size = path.stat().st_size
-    bounds, pos = [0], 0
+    pos = 0
     with open(path, "rb") as f:
         while pos + target < size:
             f.seek(pos + target - 1)  # a cut just after a "\n" at pos + target - 1 lands on pos + target
-            cut = None
+            cut, probe = None, 1 << 13
             while cut is None:
-                piece = f.read(1 << 16)
+                piece = f.read(probe)
                 if not piece:
                     break
                 i = piece.find(b"\n")
                 if i >= 0:
                     cut = f.tell() - len(piece) + i + 1
+                probe = min(probe * 2, 1 << 20)
             if cut is None or cut >= size:
                 break
-            bounds.append(cut)
+            yield pos, cut
             pos = cut
-    bounds.append(size)
-    return list(zip(bounds[:-1], bounds[1:]))
+    yield pos, size
 
 
 class _ByteRange:

@@ -110,9 +110,9 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
                         file_stats.append(FileStats(str(path), detect_format(path, cfg.read.format), encoding,
                                                     bytes=path.stat().st_size))
                         hashes[file_idx] = hasher.submit(sha256_file, path)
-                        spans = plan_ranges(path, range_bytes)
-                        for i, (start, end) in enumerate(spans):
-                            yield RangeTask(file_idx, str(path), encoding, bom, start, end, i == len(spans) - 1)
+                        size = file_stats[-1].bytes
+                        for start, end in plan_ranges(path, range_bytes):
+                            yield RangeTask(file_idx, str(path), encoding, bom, start, end, end == size)
                         continue
                     stats, rows = read_file(path, cfg.read, bar.update)
                     file_stats.append(stats)
