@@ -243,16 +243,19 @@ def test_stage_end_to_end(tmp_path, model_dir, review_lines):
 
 def test_stage_refuses_bad_inputs(tmp_path, model_dir, review_lines):
     with pytest.raises(StageInputError, match="does not exist"):
-        segment(load_stage_config("segment", None, [f"input={tmp_path / 'nope'}", f"model={model_dir}"]))
+        segment(load_stage_config("segment", None, [f"input={tmp_path / 'nope'}", f"model={model_dir}",
+                                                    f"output={tmp_path / 's'}"]))
     corpus = tmp_path / "short.txt"
     corpus.write_text("短\n小\n", encoding="utf-8")
     prepare(load_stage_config("prepare", None, [f"input={corpus}", f"output={tmp_path / 'p'}"]))
     with pytest.raises(StageInputError, match="has no documents.*prepare kept 0 of 2 rows"):
-        segment(load_stage_config("segment", None, [f"input={tmp_path / 'p'}", f"model={model_dir}"]))
+        segment(load_stage_config("segment", None, [f"input={tmp_path / 'p'}", f"model={model_dir}",
+                                                    f"output={tmp_path / 's'}"]))
     corpus.write_text("\n".join(review_lines[:5]), encoding="utf-8")
     prepare(load_stage_config("prepare", None, [f"input={corpus}", f"output={tmp_path / 'p'}"]))
     with pytest.raises(StageInputError, match="is not a directory"):
-        segment(load_stage_config("segment", None, [f"input={tmp_path / 'p'}", f"model={tmp_path / 'no_model'}"]))
+        segment(load_stage_config("segment", None, [f"input={tmp_path / 'p'}", f"model={tmp_path / 'no_model'}",
+                                                    f"output={tmp_path / 's'}"]))
     with pytest.raises(StageInputError, match="is a `prepare` output but `pretrain` reads `segment` output"):
         from workbench.manifest import require_stage_output
 
