@@ -14,7 +14,9 @@ mapped it since initialisation, and a mapping outlives the name). A killed run c
 
 from __future__ import annotations
 
+import atexit
 import os
+from functools import cache
 from pathlib import Path
 
 SHM_DIR = Path("/dev/shm")
@@ -39,6 +41,12 @@ def release_own() -> bool:
         return True
     except (FileNotFoundError, PermissionError):
         return False
+
+
+@cache
+def release_at_exit() -> None:
+    """Unlink this rank's segment when the process exits (registered once per process)."""
+    atexit.register(release_own)
 
 
 def _mapped() -> set[str]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import logging
 import os
 from typing import Any
 
@@ -113,8 +114,6 @@ def training_arguments(settings: dict[str, Any], trainer: dict[str, Any], needed
 def resolve_precision(precision: str, stage: str) -> str:
     """The precision a run trains in: auto → bf16 on a GPU that supports it, else fp32;
     fp16 needs a GPU (on CPU it falls back to fp32, with a warning)."""
-    import logging
-
     import torch
 
     cuda = torch.cuda.is_available()

@@ -6,7 +6,7 @@ document append to three flat binary files in a work directory
   - a MinHash signature (``num_perm`` values, their low 16 bits kept: b-bit MinHash) of its
     character shingles;
   - LSH band keys: one uint64 per band, a random linear hash of the band's rows.
-Signatures come from rensa (Rust MinHash, ``dedup.minhash=rensa``, the default): the
+Signatures come from rensa (Rust MinHash, ``dedup.minhash=rensa``; ``auto`` picks it for long texts): the
 shingles of a whole batch are hashed at once with numpy (a polynomial hash of the code
 points of every k-character window, then a splitmix64 finaliser) and handed to rensa as one
 flat buffer, so no Python object is made per shingle. ``dedup.minhash=datasketch`` is the

@@ -26,7 +26,8 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -112,8 +113,7 @@ class BatchResult:
             i = cand.schema.get_field_index(name)
             cand = cand.set_column(i, name, pc.add(cand.column(i), pa.scalar(by, pa.int64())))
         rejects = [(src, r + rows, None if ln is None else ln + lines, *rest) for src, r, ln, *rest in self.rejects]
-        return BatchResult(self.file_idx, self.rows, rejects, self.reasons, cand, self.exact, self.sig, self.bands,
-                           self.cleaning_edits)
+        return replace(self, candidates=cand, rejects=rejects)
 
 
 @dataclass
@@ -186,8 +186,6 @@ class BatchProcessor:
 
     def process_range(self, task: RangeTask) -> RangeResult:
         """Read one byte range and process its rows in batches of `batch_rows`."""
-        from pathlib import Path
-
         stats, rows = read_range(Path(task.path), self.cfg.read, task.encoding, task.bom, task.start, task.end)
         keep = self.cfg.read.keep_fields
         results, buf = [], []

@@ -248,7 +248,7 @@ def _distil_trainer_class(task: str, temperature: float, alpha: float):
 
 
 def train_student(cfg: DistilConfig, teacher, spec: TaskSpec, tok, feats: list[dict], valid: list, seed: int,
-                  work: Path):
+                  work: Path, precision: str = "fp32"):
     """(student with the best evaluation's weights, history, best, how it was made) for one seed."""
     import torch
     from transformers import set_seed
@@ -259,7 +259,6 @@ def train_student(cfg: DistilConfig, teacher, spec: TaskSpec, tok, feats: list[d
     student, made = build_student(teacher, cfg, seed)
     student.accepts_loss_kwargs = False
     cuda = torch.cuda.is_available()
-    precision = resolve_precision(cfg.precision, "distil")
     args = training_arguments(dict(
         output_dir=str(work / f"seed-{seed}"),
         num_train_epochs=cfg.epochs,
@@ -404,11 +403,12 @@ def run(cfg: DistilConfig) -> dict[str, Any]:
 
     # 4.-5. One student per seed; the best valid seed is kept.
     seeds = cfg.seeds or [cfg.seed]
+    precision = resolve_precision(cfg.precision, "distil")
     runs, chosen = [], None
     with scratch_dir(cfg.output_path()) as work:
         for seed in seeds:
             seed_started = time.time()
-            student, history, best, made = train_student(cfg, teacher, spec, tok, feats, valid, seed, Path(work))
+            student, history, best, made = train_student(cfg, teacher, spec, tok, feats, valid, seed, Path(work), precision)
             valid_m = best.pop("metrics")
             test_m = evaluate_records(student, None, tok, spec, test, batch_size=cfg.eval_batch_size)[0] if test else None
             runs.append({"seed": seed, "best_epoch": best["epoch"], "best_step": best["step"],
@@ -443,7 +443,7 @@ def run(cfg: DistilConfig) -> dict[str, Any]:
         "student": side(student, best_run["valid"], best_run["test"], None),
         "student_made": made,
         "temperature": cfg.temperature, "alpha": cfg.alpha,
-        "precision": resolve_precision(cfg.precision, "distil"),
+        "precision": precision,
         "teacher_valid": teacher_valid, "teacher_test": teacher_test,
         "teacher_logits_s": teacher_logits_s,
         "latency": latency,

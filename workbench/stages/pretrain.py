@@ -35,7 +35,6 @@ DeepSpeed lives only in its JSON config (configs/deepspeed/), handed to Training
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import logging
@@ -548,7 +547,7 @@ def _train(cfg: PretrainConfig, callbacks: list | None) -> dict[str, Any]:
     if cfg.deepspeed:
         # DeepSpeed's CPU allreduce leaves a ~66 MB shared-memory segment per rank in /dev/shm
         # (memory) unless it is unlinked: see workbench/deepspeed_shm.py.
-        atexit.register(deepspeed_shm.release_own)
+        deepspeed_shm.release_at_exit()
         check_deepspeed_config(cfg.deepspeed, needed_by="pretrain",  # before the (slow) model load
                                settings={"schedule": cfg.schedule, "warmup_ratio": cfg.warmup_ratio, "lr": cfg.lr,
                                          "weight_decay": cfg.weight_decay})
